@@ -1,0 +1,3 @@
+from emokit.cli import app
+
+app()

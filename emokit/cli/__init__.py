@@ -1,0 +1,34 @@
+"""The `emokit` command line: thin commands that parse, call the library, print a summary."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="emokit",
+    help="Audio-driven portrait video (EMO): build datasets, train, generate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        from emokit import __version__
+
+        typer.echo(f"emokit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Audio-driven portrait video (EMO): ingest -> label -> train -> generate."""
+
+
+# Each command lives in its own module and registers itself on `app`.
+from emokit.cli import ingest as _ingest  # noqa: E402,F401

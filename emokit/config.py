@@ -1,0 +1,115 @@
+"""The EMO recipe as typed config. Defaults live here and nowhere else.
+
+A recipe file (TOML, see ``pipelines/emo.toml``) overrides any subset of fields, section by
+section; unknown keys are an error so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    detector: str = "adaptive"  # "adaptive" | "content"
+    # AdaptiveDetector: a frame is a cut when its content change is this many times its neighbours'.
+    adaptive_threshold: float = 3.0
+    min_content_val: float = 15.0
+    content_threshold: float = 27.0  # ContentDetector threshold
+    min_scene_len_s: float = 0.5
+    downscale_width: int = 256  # detect scenes on frames this wide (speed; cuts stay frame-accurate)
+    min_clip_s: float = 3.0
+    max_clip_s: float = 12.0
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    fps: int = 30
+    crop_scale: float = 1.5
+    size: int = 512
+    detect_width: int = 320  # face detection runs on frames downscaled to this width
+    min_face_confidence: float = 0.5
+    max_gap_s: float = 0.5  # longer runs of missed faces reject the clip
+    min_face_frac: float = 0.05  # face box side / frame short side below this → "face too small"
+    jump_box_frac: float = 0.25  # box centre/size jump (× box side) between frames → jump cut
+    jump_rotation_deg: float = 20.0  # head rotation jump between frames → jump cut
+    audio_model: str = "facebook/wav2vec2-base-960h"
+    audio_layers: str = "all"  # "all" or comma-separated layer indices, e.g. "-1" or "6,12"
+    audio_chunk_s: float = 30.0
+    audio_overlap_s: float = 1.0
+    shard_size: int = 64
+    crf: int = 18
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "tiny"
+    lr: float = 1e-5
+    batch_size: int = 1
+    frames: int = 12
+    motion_frames: int = 4
+    max_steps: int = 1000
+    checkpoint_every: int = 500
+    cond_dropout: float = 0.05
+    ema_decay: float = 0.9999
+    seed: int = 0
+    drop_flags: tuple[str, ...] = ("multi_face", "captions")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    steps: int = 40
+    cfg: float = 3.5
+    frames: int = 12
+    motion_frames: int = 4
+    size: int = 512
+    speed: float = 0.5  # head rotation velocity fed to the speed layers, degrees per frame
+
+
+@dataclass(frozen=True)
+class Recipe:
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+
+T = TypeVar("T")
+
+
+def _override(obj: T, values: dict[str, Any], where: str) -> T:
+    known = {f.name: f for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return dataclasses.replace(obj, **fixed)  # type: ignore[type-var]
+
+
+def load_recipe(path: str | Path | None = None) -> Recipe:
+    """The default recipe, overridden by the TOML file at ``path`` when given."""
+    recipe = Recipe()
+    if path is None:
+        return recipe
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from None
+    sections = {f.name for f in dataclasses.fields(recipe)}
+    unknown = set(data) - sections
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(sections)}")
+    parts = {name: _override(getattr(recipe, name), data[name], f"{path} [{name}]") for name in data}
+    return dataclasses.replace(recipe, **parts)
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """Plain-dict view of a config section, for manifests and checkpoints."""
+    return dataclasses.asdict(obj)

@@ -1,0 +1,36 @@
+"""Shared test fixtures: the real media in ../shared/data (see its SOURCES.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the shared real media; tests that need it skip in a clone without ../shared."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def videos(shared_data: Path) -> Path:
+    return shared_data / "videos"
+
+
+@pytest.fixture(scope="session")
+def portraits(shared_data: Path) -> Path:
+    return shared_data / "portraits"
+
+
+@pytest.fixture(scope="session")
+def audio_dir(shared_data: Path) -> Path:
+    return shared_data / "audio"
