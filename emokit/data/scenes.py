@@ -106,7 +106,7 @@ def scan_scenes(info: VideoInfo, cfg: IngestConfig) -> SceneScan:
                 by_pts[(frame.pts, tb)] = len(times)
                 times.append(t)
                 durations.append(float(frame.duration * tb) if frame.duration else 0.0)
-                img = frame.to_ndarray(width=w, height=h, format="bgr24")
+                img = frame.to_ndarray(width=w, height=h, format="bgr24", interpolation="FAST_BILINEAR")
                 cut_times += detector.process_frame(tc, img)
                 last_tc = tc
         except av.FFmpegError as e:
