@@ -34,8 +34,6 @@ def test_scene_cuts_give_exactly_the_one_long_shot(videos):
     assert len(rows) == 1
     r = rows[0]
     assert (r["start_frame"], r["end_frame"]) == (82, 211)
-    # Our times are stream presentation times; ffmpeg's listing is shifted by the 8 ms container
-    # start (the audio's), so both ends must agree within one frame.
     assert abs(r["start_s"] - 3.580) < FRAME_2997
     assert abs(r["end_s"] - 7.884) < FRAME_2997
     assert r["has_audio"] and r["audio_stream"] is not None

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
+
+# MediaPipe/TFLite log every graph start at WARNING through glog; keep the terminal for our output.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 app = typer.Typer(
     name="emokit",
@@ -32,3 +38,5 @@ def main(
 
 # Each command lives in its own module and registers itself on `app`.
 from emokit.cli import ingest as _ingest  # noqa: E402,F401
+from emokit.cli import label as _label  # noqa: E402,F401
+from emokit.cli import inspect as _inspect  # noqa: E402,F401

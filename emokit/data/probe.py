@@ -44,10 +44,16 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _start_s(stream: av.stream.Stream) -> float:
+def container_origin_s(container: av.container.InputContainer) -> float:
+    """The container's start time. All emokit times are on the container clock (pts minus this),
+    the clock ffmpeg prints and seeks on, so video and audio times agree across modules."""
+    return 0.0 if container.start_time is None else container.start_time / av.time_base
+
+
+def _start_s(stream: av.stream.Stream, origin: float) -> float:
     if stream.start_time is None or stream.time_base is None:
         return 0.0
-    return float(stream.start_time * stream.time_base)
+    return float(stream.start_time * stream.time_base) - origin
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -77,6 +83,7 @@ def probe(path: str | Path) -> VideoInfo:
         elif container.duration is not None:
             duration = container.duration / av.time_base
         rate = v.average_rate or v.guessed_rate or v.base_rate
+        origin = container_origin_s(container)
         return VideoInfo(
             path=str(path),
             size_bytes=size,
@@ -86,6 +93,6 @@ def probe(path: str | Path) -> VideoInfo:
             height=v.height,
             video_stream=v.index,
             audio_stream=a.index if a is not None else None,
-            video_start_s=_start_s(v),
-            audio_start_s=_start_s(a) if a is not None else None,
+            video_start_s=_start_s(v, origin),
+            audio_start_s=_start_s(a, origin) if a is not None else None,
         )

@@ -19,7 +19,7 @@ from scenedetect.common import Timecode
 from scenedetect.detector import SceneDetector
 
 from emokit.config import IngestConfig
-from emokit.data.probe import ProbeError, VideoInfo
+from emokit.data.probe import ProbeError, VideoInfo, container_origin_s
 
 # Name → (factory, parameters recorded in the manifest). Add a detector by adding an entry.
 DetectorFactory = Callable[[IngestConfig, float], tuple[SceneDetector, dict[str, Any]]]
@@ -59,7 +59,7 @@ DETECTORS: dict[str, DetectorFactory] = {"adaptive": _adaptive, "content": _cont
 class SceneScan:
     """What one decode pass learned: frame times, cut frames, rotation."""
 
-    frame_times: np.ndarray  # presentation time (s) of every frame, in presentation order
+    frame_times: np.ndarray  # presentation time (s, container clock) of every frame, in order
     end_s: float  # time just after the last frame
     cuts: list[int]  # indices of frames that start a new scene
     rotation: int  # degrees from the display matrix
@@ -93,13 +93,14 @@ def scan_scenes(info: VideoInfo, cfg: IngestConfig) -> SceneScan:
         stream = container.streams.video[0]
         stream.codec_context.thread_type = "AUTO"
         tb = Fraction(stream.time_base)
+        origin = container_origin_s(container)
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:
                     continue
                 if not times:
                     rotation = int(frame.rotation or 0)
-                t = float(frame.pts * tb)
+                t = float(frame.pts * tb) - origin
                 if times and t <= times[-1]:
                     continue  # duplicate or out-of-order timestamp: keep time monotonic
                 tc = FrameTimecode(Timecode(pts=frame.pts, time_base=tb), fps=rate)

@@ -44,7 +44,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("audio_start_s", pa.float64()),
         ("scene_index", pa.int32()),
         ("window_index", pa.int32()),  # index of this window inside its scene span
-        ("start_s", pa.float64()),  # source presentation time of the first frame
+        ("start_s", pa.float64()),  # time of the first frame (container clock, as ffmpeg prints)
         ("end_s", pa.float64()),  # presentation time of the first frame after the window
         ("duration_s", pa.float64()),
         ("start_frame", pa.int64()),  # decode-order frame index, inclusive

@@ -1,0 +1,62 @@
+"""`emokit label`: clip windows → 30 FPS face crops, pose, velocities, Wav2Vec tokens → shards."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emokit.cli import app
+from emokit.cli.common import (
+    ConfigFile, Engine, Quiet, Strict, Verbose, Workers, fail, print_reasons, setup,
+)
+
+
+@app.command("label")
+def label_command(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder made by `emokit ingest`.")],
+    size: Annotated[int | None, typer.Option("--size", help="Crop side in pixels (default 512).")] = None,
+    audio_model: Annotated[
+        str | None,
+        typer.Option("--audio-model", help="Wav2Vec2 hub id or local folder "
+                     "(default facebook/wav2vec2-base-960h)."),
+    ] = None,
+    shard_size: Annotated[int | None, typer.Option("--shard-size", help="Clips per shard.")] = None,
+    workers: Workers = None,
+    engine: Engine = "local",
+    config: ConfigFile = None,
+    strict: Strict = False,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Crop faces at 30 FPS, estimate head pose and speed, embed audio; write Parquet shards.
+
+    Example: emokit label data/mydataset --audio-model ./wav2vec2-base-960h --workers 2
+    """
+    from emokit.data.label import label  # heavy (torch, mediapipe): import when the command runs
+    from emokit.data.wav2vec import AudioModelError
+
+    recipe = setup(config, verbose, quiet)
+    overrides = {k: v for k, v in
+                 dict(size=size, audio_model=audio_model, shard_size=shard_size).items()
+                 if v is not None}
+    cfg = dataclasses.replace(recipe.label, **overrides)
+    bounds = (recipe.ingest.min_clip_s, recipe.ingest.max_clip_s)
+    try:
+        s = label(dataset, cfg, bounds, workers=workers, engine=engine, progress=not quiet)
+    except (FileNotFoundError, AudioModelError, ValueError, RuntimeError) as e:
+        fail(str(e), code=2)
+    typer.echo(
+        f"{s.windows} windows -> {s.clips} clips, {s.clip_seconds:.1f} s "
+        f"({s.split_windows} windows split at jump cuts); {len(s.rejected)} rejected\n"
+        f"shards: {s.shards_dir} ({s.shards_written} written, {s.shards_skipped} already done)"
+    )
+    if s.flags:
+        typer.echo("flags: " + ", ".join(f"{k} {v}" for k, v in s.flags.most_common()))
+    print_reasons("rejected by reason:", s.rejected_by_reason)
+    if s.clips == 0:
+        fail("no clip was labelled")
+    if strict and s.rejected:
+        fail(f"--strict: {len(s.rejected)} window(s) rejected")
