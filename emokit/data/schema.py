@@ -54,9 +54,11 @@ MANIFEST_SCHEMA = pa.schema(
     ]
 )
 
-_F4 = pa.list_(pa.float32(), 4)
-_F3 = pa.list_(pa.float32(), 3)
-_F6 = pa.list_(pa.float32(), 6)
+# Variable-size lists (lengths are documented per column): pyarrow's Parquet reader rejects null
+# entries of fixed-size list columns, and rejected rows leave these null.
+_F4 = pa.list_(pa.float32())  # 4 values
+_F3 = pa.list_(pa.float32())  # 3 values
+_F6 = pa.list_(pa.float32())  # 6 values
 
 # One row per labelled clip (status="ok") or per clip window rejected by label (status="rejected",
 # reason set, media and per-frame columns null).
