@@ -1,7 +1,7 @@
 """`make demo`: the whole pipeline on sample media, end to end, with a printed summary.
 
 Uses ../shared/data when present; otherwise builds a sample from installed packages and says so.
-Any model it uses here is a tiny random one, and it says so loudly.
+Every model it uses is a tiny RANDOM one (no weights can be downloaded here), and it says so.
 """
 
 from __future__ import annotations
@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from emokit.sample import sample_inputs
+from emokit.sample import SHARED_DATA, sample_inputs
+
+TOY = ("!!! The Wav2Vec2 model below is a tiny RANDOM model saved by the demo, not "
+       "facebook/wav2vec2-base-960h: audio tokens have the right shape and alignment, no meaning.")
 
 
 def banner(text: str) -> None:
@@ -24,10 +28,32 @@ def emokit(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "emokit", *args], check=True)
 
 
+def manifest_example(dest: Path) -> Path:
+    """Regenerate data_manifest.example.parquet: the demo videos' manifest, paths relative to
+    the shared media folder so the file is the same on every machine."""
+    from emokit.data.ingest import ingest
+    from emokit.data.schema import MANIFEST_SCHEMA, read_table, write_table
+
+    videos, _, _, where = sample_inputs(Path(tempfile.mkdtemp(prefix="emokit-example-")))
+    if not str(videos[0]).startswith(str(SHARED_DATA)):
+        raise SystemExit(f"the example manifest is made from ../shared/data ({where})")
+    with tempfile.TemporaryDirectory() as tmp:
+        ingest(videos, tmp, workers=1, progress=False)
+        rows = read_table(Path(tmp) / "manifest.parquet").to_pylist()
+    for r in rows:
+        r["source_path"] = str(Path(r["source_path"]).relative_to(SHARED_DATA))
+    write_table(rows, MANIFEST_SCHEMA, dest, "manifest", {"paths_relative_to": "shared/data"})
+    return dest
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=Path("demo_out"))
+    ap.add_argument("--manifest-example", type=Path, help="only regenerate the example manifest")
     args = ap.parse_args()
+    if args.manifest_example:
+        print(f"wrote {manifest_example(args.manifest_example)}")
+        return
     out: Path = args.out
     videos, portrait, audio, where = sample_inputs(out / "sample")
     banner("sample media")
@@ -35,7 +61,19 @@ def main() -> None:
     dataset = out / "dataset"
     banner("1. ingest: scenes -> 3-12 s clip windows")
     emokit("ingest", *map(str, videos), "-o", str(dataset), "-q")
-    print(f"\nDemo finished. Outputs under {out}/")
+
+    banner("2. label: 30 FPS face crops, head pose, velocities, Wav2Vec tokens -> shards")
+    from emokit.data.wav2vec import save_tiny_wav2vec
+
+    w2v = out / "tiny-wav2vec2-RANDOM"
+    if not w2v.exists():
+        save_tiny_wav2vec(w2v)
+    print(TOY, flush=True)
+    emokit("label", str(dataset), "--audio-model", str(w2v), "--size", "256", "-q")
+
+    banner("3. inspect")
+    emokit("inspect", str(dataset))
+    print(f"\nDemo finished. Outputs under {out}/ (look at {dataset}/inspect/*.png)")
 
 
 if __name__ == "__main__":
