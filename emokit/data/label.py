@@ -36,7 +36,7 @@ from emokit.data.quality import HandsDetector, caption_score
 from emokit.data.schema import OK, REJECTED, SHARD_SCHEMA, read_table, write_table
 from emokit.data.track import track_main_face
 from emokit.data.wav2vec import AudioEncoder
-from emokit.data.windows import clip_windows
+from emokit.data.windows import frame_windows
 
 SHARDS = "shards"
 MAX_DECODE_WIDTH = 1920  # frames of a window are held in memory: cap 4K sources at 1920 wide
@@ -124,9 +124,7 @@ def label_window(
     boxes = track.boxes
     whole = _make_part(frames, boxes, 0, len(frames), cfg, (w, h))
     cuts = find_jump_cuts(boxes, whole.poses[:, :3], cfg.jump_box_frac, cfg.jump_rotation_deg)
-    pieces = [(x.start_frame, x.end_frame) for x in
-              clip_windows(np.arange(len(frames)) / fps, len(frames) / fps, cuts,
-                           *bounds)]
+    pieces = frame_windows(len(frames), fps, cuts, *bounds)
     if not pieces:
         return [_rejected(window, f"jump cuts at frames {cuts} leave no piece of 3 s or more")]
     split = pieces != [(0, len(frames))]

@@ -68,3 +68,14 @@ def clip_windows(
                 Window(si, wi, s, e, _time(frame_times, end_s, s), _time(frame_times, end_s, e))
             )
     return out
+
+
+def frame_windows(
+    num_frames: int, fps: float, cuts: list[int], min_s: float, max_s: float
+) -> list[tuple[int, int]]:
+    """:func:`clip_windows` for constant-rate frames (label's 30 FPS clips): (start, end) pairs."""
+    if fps <= 0 or min_s <= 0 or max_s < min_s:
+        raise ValueError(f"need fps > 0 and 0 < min_s <= max_s, got {fps}, {min_s}, {max_s}")
+    times = np.arange(num_frames) / fps
+    return [(w.start_frame, w.end_frame) for w in
+            clip_windows(times, num_frames / fps, cuts, min_s, max_s)]

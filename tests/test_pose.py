@@ -1,0 +1,205 @@
+"""Head pose: conventions, velocities, and ground truth from a real still moved by known amounts."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from emokit.data.crop import clip_crop_box, crop_square, square_crop_box
+from emokit.data.decode import read_frames
+from emokit.data.faces import FaceDetector
+from emokit.data.jumpcuts import find_jump_cuts
+from emokit.data.pose import (
+    MESH_INDICES,
+    MODEL_POINTS,
+    HeadPoseEstimator,
+    PoseError,
+    camera_matrix,
+    euler_to_matrix,
+    fill_missing,
+    matrix_to_euler,
+    rotation_velocity,
+    solve_pose,
+)
+from emokit.data.track import track_main_face
+
+
+def _rgb(path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _project(angles, t=(0.0, 0.0, 40.0), size=512) -> np.ndarray:
+    rvec, _ = cv2.Rodrigues(euler_to_matrix(np.array(angles, dtype=float)))
+    pts, _ = cv2.projectPoints(MODEL_POINTS, rvec, np.array(t), camera_matrix(size, size), None)
+    return pts.reshape(-1, 2)
+
+
+NOSE, FOREHEAD = list(MESH_INDICES).index(1), list(MESH_INDICES).index(10)
+
+
+def test_angle_signs_follow_the_documented_convention():
+    base = _project([0, 0, 0])
+    assert _project([10, 0, 0])[NOSE, 0] > base[NOSE, 0] + 5  # yaw +: nose moves right
+    assert _project([0, 10, 0])[NOSE, 1] < base[NOSE, 1] - 5  # pitch +: nose moves up
+    # roll +: counter-clockwise in the picture, like cv2.getRotationMatrix2D(angle=+)
+    assert _project([0, 0, 10])[FOREHEAD, 0] < base[FOREHEAD, 0] - 5
+    rng = np.random.default_rng(1)
+    angles = rng.uniform(-70, 70, (200, 3))
+    np.testing.assert_allclose(matrix_to_euler(euler_to_matrix(angles)), angles, atol=1e-9)
+
+
+def test_solve_pose_recovers_a_known_pose_exactly():
+    truth = (-25.0, 12.0, 7.0, 1.5, -2.0, 45.0)
+    pose, guess = solve_pose(_project(truth[:3], truth[3:]), (512, 512))
+    np.testing.assert_allclose(pose, truth, atol=1e-4)
+    again, _ = solve_pose(_project(truth[:3], truth[3:]), (512, 512), guess)
+    np.testing.assert_allclose(again, truth, atol=1e-4)
+
+
+def test_rotation_velocity_speed_axes_and_wrap():
+    f = 10
+    poses = np.zeros((f, 6))
+    poses[:, 0] = np.arange(f) * 1.5  # yaw 1.5°/frame
+    speed, axes = rotation_velocity(poses)
+    np.testing.assert_allclose(speed, 1.5, atol=1e-9)  # frame 0 copies frame 1
+    np.testing.assert_allclose(axes, [[1.5, 0, 0]] * f, atol=1e-9)
+    # roll across ±180°: 2°/frame, not a 358° jump
+    wrap = np.zeros((3, 6))
+    wrap[:, 2] = [178.0, -180.0, -178.0]
+    speed, axes = rotation_velocity(wrap)
+    np.testing.assert_allclose(speed, 2.0, atol=1e-9)
+    np.testing.assert_allclose(axes[:, 2], 2.0, atol=1e-9)
+    # speed is the angle of the relative rotation, not the sum of the axis rates
+    both = np.zeros((2, 6))
+    both[1, :2] = [3.0, 4.0]
+    speed, _ = rotation_velocity(both)
+    assert 4.9 < speed[1] < 5.01
+    assert rotation_velocity(np.zeros((1, 6)))[0].tolist() == [0.0]
+    with pytest.raises(PoseError):
+        rotation_velocity(np.full((3, 6), np.nan))
+
+
+def test_fill_missing_interpolates_unwrapped_angles():
+    from emokit.data.pose import Pose
+
+    poses = [Pose(170, 0, 0, 0, 0, 40), None, Pose(-170, 10, 0, 0, 0, 42), None]
+    filled, found = fill_missing(poses)
+    assert found.tolist() == [True, False, True, False]
+    assert filled[1, 0] == pytest.approx(180.0) or filled[1, 0] == pytest.approx(-180.0)
+    assert filled[1, 1] == pytest.approx(5.0) and filled[1, 5] == pytest.approx(41.0)
+    np.testing.assert_allclose(filled[3], filled[2])
+    with pytest.raises(PoseError):
+        fill_missing([None, None])
+
+
+def test_face_model_indices_match_the_real_mesh(portraits):
+    """The 12 model vertices fit the mesh's own 3D landmarks on a real face to < 1.2 model units.
+
+    A wrong landmark index would be off by several units (the face is ~15 units wide)."""
+    import mediapipe as mp
+
+    img = _rgb(portraits / "woman_frontal.jpg")
+    with FaceDetector() as det:
+        crop = crop_square(img, square_crop_box(det(img)[0], 1.5), 512)
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True) as mesh:
+        lm = mesh.process(crop).multi_face_landmarks[0].landmark
+    x = np.array([(p.x * 512, p.y * 512, p.z * 512) for p in lm])[MESH_INDICES]
+    y = MODEL_POINTS
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    u, s, vt = np.linalg.svd(xc.T @ yc)
+    rot = u @ vt
+    scale = s.sum() / (yc**2).sum()
+    residual = np.linalg.norm(xc - scale * yc @ rot.T, axis=1) / scale
+    assert residual.max() < 1.2, dict(zip(MESH_INDICES.tolist(), residual.round(2)))
+
+
+def test_ground_truth_roll_and_translation_through_25_to_30_fps(portraits):
+    """A real portrait rolled, moved and zoomed by known amounts at 25 fps, held to 30 fps."""
+    img = _rgb(portraits / "woman_frontal.jpg")
+    n_src, size = 100, 900  # 4 s at 25 fps on a 900² canvas
+    k = np.arange(n_src)
+    roll = np.interp(k, [0, 25, 75, 100], [0, 30, -30, 0])  # ±1.2°/source frame
+    shift = np.column_stack([np.linspace(0, 60, n_src), np.linspace(0, -30, n_src)])
+    zoom = np.linspace(0.9, 1.0, n_src)
+    centre = (img.shape[1] / 2, img.shape[0] / 2)
+
+    def warp(i: int) -> np.ndarray:
+        m = cv2.getRotationMatrix2D(centre, roll[i], zoom[i])
+        m[:, 2] += np.array([size / 2, size / 2]) - centre + shift[i]
+        return m
+
+    src = [cv2.warpAffine(img, warp(i), (size, size), borderValue=(110, 110, 110)) for i in k]
+    shown = (np.arange(120) * 25) // 30  # sample-and-hold: output j shows source floor(j·25/30)
+    frames = [src[i] for i in shown]
+
+    with FaceDetector() as det:
+        face0 = det(img)[0]
+        detections = [det(f) for f in frames]
+    track = track_main_face(detections, 30, 0.5, frame_size=(size, size), min_face_frac=0.05)
+    assert track.ok and track.gap_frames == 0 and track.max_faces == 1
+
+    # boxes follow the known motion of the face centre (and the zoom)
+    c0 = np.array([*face0.center, 1.0])
+    true_centre = np.array([warp(i) @ c0 for i in shown])
+    b = track.boxes
+    centre_err = np.linalg.norm((b[:, :2] + b[:, 2:]) / 2 - true_centre, axis=1)
+    side = np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+    assert (centre_err < 0.12 * side).all(), centre_err.max()
+    ratio = side / (face0.width * zoom[shown])
+    assert 0.8 < ratio.min() and ratio.max() < 1.15
+
+    crop_box = clip_crop_box(track.boxes, 1.5, frame_size=(size, size))
+    with HeadPoseEstimator() as est:
+        poses = [est(crop_square(f, crop_box, 512)) for f in frames]
+    assert all(p is not None for p in poses)
+    arr, _ = fill_missing(poses)
+    speed, axes = rotation_velocity(arr)
+    true_step = np.diff(roll[shown])  # 0 on held frames, ±1.2 on the others
+    assert (true_step == 0).sum() == 20  # 120 output frames show 100 source frames
+    np.testing.assert_array_less(np.abs(axes[1:, 2] - true_step), 0.5)
+    # the roll itself tracks the truth (up to the still's own tilt at frame 0)
+    np.testing.assert_array_less(np.abs((arr[:, 2] - arr[0, 2]) - roll[shown]), 2.0)
+    # in-plane rotation is mostly roll: the axis-free speed follows |roll step| on average
+    assert np.abs(speed[1:] - np.abs(true_step)).mean() < 0.3
+
+
+def test_head_turn_video_yaw_swings(videos):
+    frames = list(read_frames(videos / "head_turn_25fps_224.mp4", 0.0, 13.8))
+    with FaceDetector() as det:
+        track = track_main_face([det(f) for f in frames], 30, 0.5, frame_size=(224, 224))
+    assert track.ok
+    crop_box = clip_crop_box(track.boxes, 1.5, frame_size=(224, 224))
+    with HeadPoseEstimator() as est:
+        poses = [est(crop_square(f, crop_box, 512)) for f in frames]
+    arr, found = fill_missing(poses)
+    assert found.mean() > 0.95
+    yaw = np.convolve(arr[:, 0], np.ones(15) / 15, mode="valid")  # 0.5 s smoothing
+    assert np.ptp(yaw) > 10.0
+    # the head turns away and back: the smoothed yaw rate changes sign with real swings both ways
+    rate = np.diff(yaw)
+    assert (rate > 0).any() and (rate < 0).any()
+    drop = max(yaw[i] - yaw[i:].min() for i in range(len(yaw)))
+    rise = max(yaw[i:].max() - yaw[i] for i in range(len(yaw)))
+    assert drop > 5.0 and rise > 5.0
+    speed, _ = rotation_velocity(arr)
+    assert 0.1 < np.median(speed) < 3.0  # deg/frame of a talking head
+
+
+def test_no_face_gives_none_and_bad_crop_raises():
+    with HeadPoseEstimator() as est:
+        assert est(np.full((256, 256, 3), 90, np.uint8)) is None
+        with pytest.raises(PoseError):
+            est(np.zeros((256, 256), np.uint8))
+
+
+def test_rotation_jump_is_a_cut_but_a_fast_turn_is_not():
+    n = 120
+    boxes = np.tile([100.0, 100.0, 200.0, 200.0], (n, 1))
+    rot = np.zeros((n, 3))
+    rot[:, 0] = np.concatenate([np.linspace(0, 10, 60), np.linspace(40, 45, 60)])  # 30° jump at 60
+    rot[20:40, 1] = np.linspace(0, 60, 20)  # 3°/frame nod: fast but continuous
+    rot[40:, 1] = 60.0
+    rot[90, :] = np.nan  # a frame without pose is ignored
+    assert find_jump_cuts(boxes, rot, box_frac=0.25, rotation_deg=20.0) == [60]
+    assert find_jump_cuts(boxes, None) == []
