@@ -1,0 +1,55 @@
+"""Audio projection: per-frame wav2vec features → a few audio tokens for the audio-attention.
+
+Each frame sees the ±``audio_window`` frames around it (edge-padded) of all ``audio_layers`` hidden
+states (EMO / Hallo), flattened and mapped by an MLP to ``audio_tokens`` tokens of the UNet's
+cross-attention width. The last layer starts at zero so the tokens begin equal to the "no audio"
+tokens (zeros): adding audio in stage 2 leaves the stage-1 model's output unchanged at first.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from emokit.models.config import EMOConfig
+from emokit.models.window import frame_window
+
+
+class AudioProjection(nn.Module):
+    """[b, f, L, D] wav2vec tokens → [b, f, audio_tokens, cross_attention_dim]."""
+
+    def __init__(self, config: EMOConfig) -> None:
+        super().__init__()
+        self.window = config.audio_window
+        self.layers, self.dim = config.audio_layers, config.audio_dim
+        self.tokens, self.width = config.audio_tokens, config.cross_attention_dim
+        inputs = (2 * self.window + 1) * self.layers * self.dim
+        self.mlp = nn.Sequential(
+            nn.Linear(inputs, config.audio_hidden),
+            nn.SiLU(),
+            nn.Linear(config.audio_hidden, config.audio_hidden),
+            nn.SiLU(),
+            nn.Linear(config.audio_hidden, self.tokens * self.width),
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def null_tokens(self, b: int, f: int) -> torch.Tensor:
+        """The "no audio" tokens used for classifier-free guidance and audio-free stage 1."""
+        weight = self.mlp[-1].weight
+        return weight.new_zeros(b, f, self.tokens, self.width)
+
+    def forward(self, audio: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """``drop`` (bool [b]) replaces those samples' tokens by the null tokens."""
+        if audio.ndim != 4 or tuple(audio.shape[2:]) != (self.layers, self.dim):
+            raise ValueError(
+                f"audio must be [b, f, {self.layers}, {self.dim}], got {tuple(audio.shape)}"
+            )
+        weight = self.mlp[0].weight
+        windows = frame_window(audio.to(weight.dtype), self.window)  # b f w l d
+        tokens = self.mlp(rearrange(windows, "b f w l d -> b f (w l d)"))
+        tokens = rearrange(tokens, "b f (t c) -> b f t c", t=self.tokens)
+        if drop is not None:
+            tokens = torch.where(drop.to(torch.bool)[:, None, None, None], 0.0, tokens)
+        return tokens

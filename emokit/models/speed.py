@@ -1,0 +1,47 @@
+"""Speed encoder: per-frame head-rotation speed → speed tokens for the temporal modules (EMO §3.2).
+
+The speed v (deg/frame) is encoded against d buckets with centres c_k and radii r_k as
+s_k = tanh((v − c_k) / r_k · 3), a soft thermometer code; frame i then sees the codes of frames
+i−2..i+2 (edge-padded) and an MLP turns them into ``speed_tokens`` tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from emokit.models.config import EMOConfig
+from emokit.models.window import frame_window
+
+
+def speed_encoding(speed: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    """[...] speeds → [..., d] codes s_k = tanh((v − c_k) / r_k · 3)."""
+    return torch.tanh((speed[..., None] - centres) / radii * 3.0)
+
+
+class SpeedEncoder(nn.Module):
+    """[b, f] deg/frame → [b, f, speed_tokens, speed_dim]."""
+
+    def __init__(self, config: EMOConfig) -> None:
+        super().__init__()
+        self.window = config.speed_window
+        self.tokens, self.dim = config.speed_tokens, config.speed_dim
+        self.register_buffer("centres", torch.tensor(config.speed_centres))
+        self.register_buffer("radii", torch.tensor(config.speed_radii))
+        inputs = (2 * self.window + 1) * config.speed_buckets
+        self.mlp = nn.Sequential(
+            nn.Linear(inputs, config.speed_hidden),
+            nn.SiLU(),
+            nn.Linear(config.speed_hidden, self.tokens * self.dim),
+        )
+
+    def forward(self, speed: torch.Tensor) -> torch.Tensor:
+        if speed.ndim != 2:
+            raise ValueError(f"speed must be [b, f] degrees per frame, got {tuple(speed.shape)}")
+        weight = self.mlp[0].weight
+        codes = speed_encoding(speed.to(weight.dtype), self.centres.to(weight.dtype),
+                               self.radii.to(weight.dtype))
+        windows = frame_window(codes, self.window)  # b f w d
+        tokens = self.mlp(rearrange(windows, "b f w d -> b f (w d)"))
+        return rearrange(tokens, "b f (t c) -> b f t c", t=self.tokens)
