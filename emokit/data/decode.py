@@ -27,7 +27,7 @@ from av.sidedata.sidedata import Type as SideDataType
 # name; far below any real frame interval.
 PTS_TOLERANCE_S = 1e-3
 
-__all__ = ["PTS_TOLERANCE_S", "VideoError", "frame_times", "read_frames"]
+__all__ = ["PTS_TOLERANCE_S", "VideoError", "frame_times", "read_frames", "read_video_frames"]
 
 
 class VideoError(ValueError):
@@ -218,9 +218,32 @@ def read_frames(
     decoder's colour conversion (detection runs faster on small frames). Raises VideoError, also
     mid-iteration when the window runs past the end of the video.
     """
-    n = _window_frames(start_s, end_s, fps)
     if max_width is not None and max_width < 1:
         raise VideoError(f"max_width must be >= 1, got {max_width}")
+    return _as_rgb(read_video_frames(path, start_s, end_s, fps, video_stream), max_width)
+
+
+def _as_rgb(frames: Iterator[av.VideoFrame], max_width: int | None) -> Iterator[np.ndarray]:
+    # A held frame is converted again rather than copied from a cache: the cost is the same, and
+    # callers may draw on what they receive.
+    for frame in frames:
+        yield _to_rgb(frame, max_width)
+
+
+def read_video_frames(
+    path: str | Path,
+    start_s: float,
+    end_s: float,
+    fps: float = 30,
+    video_stream: int | None = None,
+) -> Iterator[av.VideoFrame]:
+    """:func:`read_frames`' sample-and-hold, yielding the decoder's own frames (no conversion).
+
+    A held frame is yielded again as the same object. Keeping these instead of RGB arrays halves
+    the memory of a window (YUV 4:2:0) and lets callers convert only what they use: a small copy
+    for detection, the crop region for the crop (see emokit.data.frames).
+    """
+    n = _window_frames(start_s, end_s, fps)
     name = Path(path).name
     container = _open(path)
     try:
@@ -228,10 +251,10 @@ def read_frames(
     except VideoError:
         container.close()
         raise
-    return _sample_and_hold(container, stream, name, start_s, end_s, fps, n, max_width)
+    return _sample_and_hold(container, stream, name, start_s, end_s, fps, n)
 
 
-def _sample_and_hold(container, stream, name, start_s, end_s, fps, n, max_width) -> Iterator[np.ndarray]:
+def _sample_and_hold(container, stream, name, start_s, end_s, fps, n) -> Iterator[av.VideoFrame]:
     with container:
         stream.codec_context.thread_type = "AUTO"
         tb = stream.time_base
@@ -239,23 +262,16 @@ def _sample_and_hold(container, stream, name, start_s, end_s, fps, n, max_width)
         held: av.VideoFrame | None = None
         held_t = 0.0
         k = 0
-
-        def emit(frame: av.VideoFrame) -> np.ndarray:
-            # Converted on every emission, a repeat too: each output is its own array, so a
-            # caller drawing on one frame never changes the next.
-            return _to_rgb(frame, max_width)
-
         try:
             for frame, t in _frames_from(container, stream, start_s, name):
                 if held is None:  # the first frame also stands for any earlier output time
                     held, held_t = frame, t
                 while k < n and t > start_s + k / fps + PTS_TOLERANCE_S:
-                    yield emit(held)
+                    yield held
                     k += 1
                 if k >= n:
                     return
-                if held is not frame:
-                    held, held_t = frame, t
+                held, held_t = frame, t
             if held is None:
                 raise VideoError(f"{name}: no decodable video frames")
             video_end = _frame_end(held, held_t, tb, default_dt)
@@ -265,7 +281,7 @@ def _sample_and_hold(container, stream, name, start_s, end_s, fps, n, max_width)
                         f"{name}: window {start_s:.3f}-{end_s:.3f} s runs past the end of the "
                         f"video ({video_end:.3f} s)"
                     )
-                yield emit(held)
+                yield held
                 k += 1
         except av.FFmpegError as e:
             raise VideoError(f"{name}: cannot decode video ({_one_line(e)})") from e

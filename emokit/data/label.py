@@ -24,22 +24,23 @@ from tqdm import tqdm
 from emokit.config import LabelConfig, as_dict
 from emokit.data.atomic import remove_stale_temps
 from emokit.data.audio import AudioError, load_audio
-from emokit.data.crop import clip_crop_box, crop_square, to_crop_coords, union_box
-from emokit.data.decode import VideoError, read_frames
+from emokit.data.crop import clip_crop_box, to_crop_coords, union_box
+from emokit.data.decode import VideoError, read_video_frames
 from emokit.data.encode import encode_mp4
 from emokit.data.executor import Failed, run
-from emokit.data.faces import FaceDetector
+from emokit.data.faces import FaceBox, FaceDetector
+from emokit.data.frames import WindowFrames
 from emokit.data.ingest import MANIFEST, clip_id, reason_kind
 from emokit.data.jumpcuts import find_jump_cuts
 from emokit.data.pose import HeadPoseEstimator, fill_missing, rotation_velocity
 from emokit.data.quality import HandsDetector, caption_score
 from emokit.data.schema import OK, REJECTED, SHARD_SCHEMA, read_table, write_table
-from emokit.data.track import track_main_face
+from emokit.data.track import NO_FACE, face_missing, track_main_face
 from emokit.data.wav2vec import AudioEncoder
 from emokit.data.windows import frame_windows
 
 SHARDS = "shards"
-MAX_DECODE_WIDTH = 1920  # frames of a window are held in memory: cap 4K sources at 1920 wide
+CAPTION_WIDTH = 640  # caption_score's working width
 CAPTION_SAMPLES = 12
 HANDS_EVERY = 10
 CAPTION_FLAG = 0.5
@@ -93,11 +94,42 @@ class _Part:
     pose_found: np.ndarray
 
 
-def _make_part(frames, boxes, start, end, cfg, frame_size) -> _Part:
-    crop_box = clip_crop_box(boxes[start:end], cfg.crop_scale, frame_size)
-    crops = [crop_square(f, crop_box, cfg.size) for f in frames[start:end]]
+def _make_part(frames: WindowFrames, boxes, start, end, cfg) -> _Part:
+    crop_box = clip_crop_box(boxes[start:end], cfg.crop_scale, frames.size)
+    crops = [frames.crop(i, crop_box, cfg.size) for i in range(start, end)]
     poses, found = _poses(crops)
     return _Part(start, end, crop_box, crops, poses, found)
+
+
+def _decode_and_detect(window: dict[str, Any], cfg: LabelConfig):
+    """Decode the window once, detecting faces on small RGB copies as frames arrive.
+
+    Returns (frames, detections in full-frame pixels, None) or (None, None, reason). A run of
+    frames without any face longer than ``max_gap_s`` rejects the clip whatever follows (the main
+    face would have that gap), so decoding stops there: faceless footage costs a fraction of a
+    second instead of a full decode.
+    """
+    max_gap = round(cfg.max_gap_s * cfg.fps)
+    frames: WindowFrames | None = None
+    detections: list[list[FaceBox]] = []
+    gap = 0
+    seen = False
+    source = read_video_frames(window["source_path"], window["start_s"], window["end_s"], cfg.fps,
+                               window["video_stream"])
+    with FaceDetector(cfg.min_face_confidence, cfg.detect_width) as detector:
+        for frame in source:
+            if frames is None:
+                frames = WindowFrames([frame])
+                k = frames.width / min(frames.width, cfg.detect_width)
+            else:
+                frames.frames.append(frame)
+            boxes = detector(frames.small(len(frames) - 1, cfg.detect_width))
+            detections.append([FaceBox(b.x0 * k, b.y0 * k, b.x1 * k, b.y1 * k, b.score) for b in boxes])
+            seen |= bool(boxes)
+            gap = 0 if boxes else gap + 1
+            if gap > max_gap:
+                return None, None, face_missing(gap / cfg.fps) if seen else NO_FACE
+    return frames, detections, None
 
 
 def label_window(
@@ -111,25 +143,25 @@ def label_window(
     kept when a jump cut splits the window."""
     fps = cfg.fps
     try:
-        frames = list(read_frames(window["source_path"], window["start_s"], window["end_s"], fps,
-                                  window["video_stream"], max_width=MAX_DECODE_WIDTH))
+        frames, detections, reason = _decode_and_detect(window, cfg)
     except VideoError as e:
         return [_rejected(window, f"cannot decode: {e}")]
-    h, w = frames[0].shape[:2]
-    with FaceDetector(cfg.min_face_confidence, cfg.detect_width) as detector:
-        detections = [detector(f) for f in frames]
-    track = track_main_face(detections, fps, cfg.max_gap_s, (w, h), cfg.min_face_frac)
+    if reason is not None:
+        return [_rejected(window, reason)]
+    track = track_main_face(detections, fps, cfg.max_gap_s, frames.size, cfg.min_face_frac)
     if not track.ok:
         return [_rejected(window, track.reason)]
     boxes = track.boxes
-    whole = _make_part(frames, boxes, 0, len(frames), cfg, (w, h))
+    whole = _make_part(frames, boxes, 0, len(frames), cfg)
     cuts = find_jump_cuts(boxes, whole.poses[:, :3], cfg.jump_box_frac, cfg.jump_rotation_deg)
     pieces = frame_windows(len(frames), fps, cuts, *bounds)
     if not pieces:
         return [_rejected(window, f"jump cuts at frames {cuts} leave no piece of 3 s or more")]
     split = pieces != [(0, len(frames))]
-    parts = [whole] if not split else [_make_part(frames, boxes, a, b, cfg, (w, h)) for a, b in pieces]
-    captions = caption_score(frames[:: max(1, len(frames) // CAPTION_SAMPLES)][:CAPTION_SAMPLES])
+    parts = [whole] if not split else [_make_part(frames, boxes, a, b, cfg) for a, b in pieces]
+    step = max(1, len(frames) // CAPTION_SAMPLES)
+    captions = caption_score([frames.small(i, CAPTION_WIDTH, "AREA")
+                              for i in range(0, len(frames), step)][:CAPTION_SAMPLES])
     rows = []
     for k, part in enumerate(parts):
         rows.append(_part_row(window, cfg, audio_model, track, part, k, split, captions))
