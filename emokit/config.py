@@ -58,6 +58,11 @@ class TrainConfig:
     ema_decay: float = 0.9999
     seed: int = 0
     drop_flags: tuple[str, ...] = ("multi_face", "captions")
+    weight_decay: float = 0.01  # AdamW
+    grad_clip: float = 1.0  # max grad norm; 0 disables
+    gradient_checkpointing: bool = True  # on CUDA only (CPU runs are tiny)
+    mixed_precision: str = "bf16"  # autocast on CUDA: "bf16", "fp16" or "no"; CPU is always fp32
+    log_every: int = 10  # steps per log.csv row (loss averaged over them and over ranks)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,10 @@ class GenerateConfig:
     motion_frames: int = 4
     size: int = 512
     speed: float = 0.5  # head rotation velocity fed to the speed layers, degrees per frame
+    seed: int = 0
+    timestep_spacing: str = "trailing"  # DDIM steps start at t = T-1 ("leading": diffusers default)
+    dtype: str = "auto"  # "auto" = bfloat16 on CUDA, float32 on CPU; or float32/float16/bfloat16
+    crf: int = 18
 
 
 @dataclass(frozen=True)

@@ -38,5 +38,7 @@ def main(
 
 # Each command lives in its own module and registers itself on `app`.
 from emokit.cli import ingest as _ingest  # noqa: E402,F401
+from emokit.cli import train as _train  # noqa: E402,F401
 from emokit.cli import label as _label  # noqa: E402,F401
 from emokit.cli import inspect as _inspect  # noqa: E402,F401
+from emokit.cli import generate as _generate  # noqa: E402,F401

@@ -99,7 +99,9 @@ class Mp4Writer:
 
     def _open_streams(self, w: int, h: int) -> None:
         c = self._container
-        v = c.add_stream("libx264", rate=self.fps, options={"crf": str(self.crf), "preset": self.preset})
+        # A keyframe every second: trainers seek to random frames inside a clip.
+        opts = {"crf": str(self.crf), "preset": self.preset, "g": str(max(1, round(float(self.fps))))}
+        v = c.add_stream("libx264", rate=self.fps, options=opts)
         v.width, v.height, v.pix_fmt = w, h, "yuv420p"
         v.time_base = 1 / self.fps
         v.codec_context.time_base = 1 / self.fps

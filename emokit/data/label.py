@@ -299,7 +299,7 @@ def label(
         if len(results[k]) == len(groups[k]):
             by_window = results.pop(k)
             shard_rows = [r for jj in range(len(groups[k])) for r in by_window[jj]]
-            write_table(shard_rows, SHARD_SCHEMA, shard_path(dataset, k), "shard", meta)
+            write_table(shard_rows, SHARD_SCHEMA, shard_path(dataset, k), "shard", meta, row_group_size=1)
             summary.shards_written += 1
     bar.close()
     _count(summary, dataset, len(groups))

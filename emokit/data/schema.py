@@ -114,12 +114,17 @@ def write_table(
     path: str | Path,
     kind: str,
     extra_meta: dict[str, str] | None = None,
+    row_group_size: int | None = None,
 ) -> None:
-    """Validate ``rows`` against ``schema`` and write them atomically with versioned metadata."""
+    """Validate ``rows`` against ``schema`` and write them atomically with versioned metadata.
+
+    Shards pass ``row_group_size=1``: a reader fetching one clip then reads one row group, not
+    the whole shard's media.
+    """
     table = pa.Table.from_pylist(rows, schema=schema)
     table = table.replace_schema_metadata(_metadata(kind, extra_meta))
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
 
 
 def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:

@@ -1,0 +1,166 @@
+"""One EMO stage-2 training step: time, model FLOPs, MFU and peak memory, on CPU or CUDA.
+
+    .venv/bin/python benchmarks/bench_train.py                        # tiny preset (CPU default)
+    .venv/bin/python benchmarks/bench_train.py --preset sd15          # EMO size (CUDA default)
+    .venv/bin/python benchmarks/bench_train.py --dataset DATASET --workers 8   # + loader rate
+
+The step is the trainer's own (emokit.train.loop.DiffusionLoss + AdamW + EMA): VAE encode of
+f + n + 1 frames, ReferenceNet on reference + motion frames, backbone with temporal and audio
+layers, backward, optimizer. bf16 autocast and gradient checkpointing on CUDA unless disabled.
+FLOPs come from torch.utils.flop_counter.FlopCounterMode on one step without gradient
+checkpointing (model FLOPs: recomputation is not useful work); MFU = FLOPs / median step time /
+--peak-tflops (989 = H200 bf16 dense).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from emokit.config import TrainConfig
+from emokit.models import EMOModel
+from emokit.train.ema import EMA
+from emokit.train.loop import PRESETS, DiffusionLoss, step_seed
+from emokit.train.noise import training_scheduler
+
+
+def synthetic_batch(model: EMOModel, b: int, f: int, n: int, res: int, device) -> dict:
+    """Random inputs of a stage-2 batch (the data path is measured separately, see --dataset)."""
+    c = model.config
+    g = torch.Generator().manual_seed(0)
+
+    def px(*shape: int) -> torch.Tensor:
+        return (torch.rand(*shape, generator=g) * 2 - 1).to(device)
+
+    mask = torch.zeros(b, 1, res, res)
+    mask[:, :, res // 4 : 3 * res // 4, res // 4 : 3 * res // 4] = 1
+    return {
+        "frames": px(b, f, 3, res, res), "motion": px(b, n, 3, res, res), "reference": px(b, 3, res, res),
+        "audio": torch.randn(b, f, c.audio_layers, c.audio_dim, generator=g).to(device),
+        "speed": torch.rand(b, f, generator=g).to(device), "face_mask": mask.to(device),
+    }
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def loader_rate(dataset: Path, res: int, f: int, n: int, workers: int, samples: int) -> float:
+    """Stage-2 samples per second the DataLoader delivers from real shards."""
+    from torch.utils.data import DataLoader
+
+    from emokit.train.dataset import ClipDataset, StepBatches, index_clips
+
+    clips, _ = index_clips(dataset, 2, f, n, TrainConfig().drop_flags)
+    loader = DataLoader(ClipDataset(clips, 2, res, f, n), batch_sampler=StepBatches(1),
+                        num_workers=workers, prefetch_factor=4 if workers else None)
+    it = iter(loader)
+    next(it)  # worker start-up is not throughput
+    t = time.perf_counter()
+    for _ in range(samples):
+        next(it)
+    return samples / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    cuda = torch.cuda.is_available()
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="sd15" if cuda else "tiny")
+    ap.add_argument("--device", default="cuda" if cuda else "cpu")
+    ap.add_argument("--resolution", type=int, help="pixels (default: the preset's)")
+    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--motion-frames", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--no-bf16", action="store_true", help="fp32 on CUDA too")
+    ap.add_argument("--no-grad-ckpt", action="store_true", help="no gradient checkpointing")
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="device peak (H200 bf16 dense)")
+    ap.add_argument("--dataset", type=Path, help="also measure the DataLoader on these shards")
+    ap.add_argument("--workers", type=int, default=4)
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    config = PRESETS[args.preset]()
+    model = EMOModel(config).to(device)
+    res = args.resolution or config.sample_size * config.vae_factor
+    b, f, n = args.batch_size, args.frames, args.motion_frames
+    chosen = {id(p) for p in model.set_stage(2)}
+    named = [(k, p) for k, p in model.named_parameters() if id(p) in chosen]
+    params = [p for _, p in named]
+    bf16 = device.type == "cuda" and not args.no_bf16
+    ckpt = device.type == "cuda" and not args.no_grad_ckpt
+    net = DiffusionLoss(model, training_scheduler(), stage=2, cond_dropout=0.05).train()
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    ema = EMA(named, 0.9999)
+    batch = synthetic_batch(model, b, f, n, res, device)
+    gen = torch.Generator(device)
+
+    def step(i: int) -> float:
+        gen.manual_seed(step_seed(0, i, 0))
+        autocast = torch.autocast("cuda", torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with autocast:
+            loss = net(batch, gen)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update()
+        return loss.item()  # syncs the device: the step is done
+
+    counter, what = FlopCounterMode(display=False), "model FLOPs"
+    try:
+        with counter:
+            step(0)
+    except torch.cuda.OutOfMemoryError:  # no room without checkpointing: count with recompute
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        model.enable_gradient_checkpointing()
+        counter, what = FlopCounterMode(display=False), "FLOPs incl. checkpoint recompute"
+        with counter:
+            step(0)
+    flops = counter.get_total_flops()
+    if ckpt:
+        model.enable_gradient_checkpointing()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(args.warmup + args.steps):
+        t = time.perf_counter()
+        step(i + 1)
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times[args.warmup:])
+    trainable = sum(p.numel() for p in params)
+    total = sum(p.numel() for p in model.parameters())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"preset {args.preset} on {name} ({torch.get_num_threads()} threads)" if device.type == "cpu"
+          else f"preset {args.preset} on {name}")
+    print(f"  stage-2 step: batch {b} x ({n} motion + {f}) frames at {res}px, "
+          f"bf16 {bf16}, gradient checkpointing {ckpt}")
+    print(f"  params {total / 1e6:.1f}M, trainable {trainable / 1e6:.1f}M")
+    print(f"  step time median {med * 1000:.1f} ms over {args.steps} steps "
+          f"(min {min(times[args.warmup:]) * 1000:.1f}, max {max(times[args.warmup:]) * 1000:.1f})")
+    print(f"  {what}/step {flops / 1e9:.1f} GFLOP -> {flops / med / 1e12:.3f} TFLOP/s, "
+          f"MFU {100 * flops / med / (args.peak_tflops * 1e12):.2f}% of {args.peak_tflops:g} TFLOP/s")
+    print(f"  peak memory {peak_memory_gb(device):.2f} GiB "
+          f"({'max_memory_allocated' if device.type == 'cuda' else 'process max RSS'})")
+    if args.dataset:
+        rate = loader_rate(args.dataset, res, f, n, args.workers, samples=max(8, 2 * args.workers))
+        print(f"  DataLoader ({args.workers} workers): {rate:.1f} samples/s vs "
+              f"{b / med:.1f} samples/s consumed by training")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

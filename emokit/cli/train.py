@@ -1,0 +1,67 @@
+"""`emokit train`: one EMO training stage over label shards; rerun to resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emokit.cli import app
+from emokit.cli.common import ConfigFile, Quiet, Verbose, Workers, fail, setup
+
+
+@app.command("train")
+def train_command(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder with shards/ (from `emokit label`).")],
+    stage: Annotated[int, typer.Option("--stage", help="EMO stage: 1 images, 2 video+audio, 3 speed.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created, or resumed).")],
+    preset: Annotated[str | None, typer.Option("--preset", help="Model size: tiny or sd15.")] = None,
+    init: Annotated[
+        str | None, typer.Option("--init", help="Stage 1: diffusers SD1.5 folder or hub id.")
+    ] = None,
+    motion_adapter: Annotated[
+        str | None,
+        typer.Option("--motion-adapter", help="Stage 1: AnimateDiff MotionAdapter folder or hub id."),
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Steps of this stage.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Clips per GPU.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="AdamW learning rate (EMO: 1e-5).")] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option("--checkpoint-every", help="Steps between checkpoints.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    workers: Workers = None,
+    config: ConfigFile = None,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train one EMO stage; stage k+1 starts from stage k in the same run folder.
+
+    Example: emokit train data/mydataset --stage 1 --preset tiny -o runs/demo --max-steps 200
+
+    Multi-GPU: accelerate launch -m emokit train data/mydataset --stage 2 -o runs/emo
+    """
+    recipe = setup(config, verbose, quiet)
+    from emokit.train.checkpoint import CheckpointError
+    from emokit.train.dataset import DatasetError
+    from emokit.train.loop import TrainError, train, with_overrides
+
+    cfg = with_overrides(recipe.train, preset=preset, max_steps=max_steps, batch_size=batch_size,
+                         lr=lr, checkpoint_every=checkpoint_every)
+    try:
+        r = train(dataset, out, stage, cfg, init=init, motion_adapter=motion_adapter, device=device,
+                  workers=workers, progress=not quiet, log=(lambda _: None) if quiet else typer.echo)
+    except (TrainError, DatasetError, CheckpointError, ValueError) as e:
+        fail(str(e), code=2)
+    if not r.main:  # other ranks of a multi-process run stay quiet
+        return
+    if r.already_finished:
+        typer.echo(f"stage {stage} already finished at step {r.step}: {r.final}")
+        return
+    resumed = f", resumed from step {r.start_step}" if r.start_step else ""
+    trained = r.step - r.start_step
+    rate = f", {r.seconds / trained:.2f} s/step" if trained else ""
+    last = f", last loss {r.losses[-1]:.4f}" if r.losses else ""
+    typer.echo(f"stage {stage}: step {r.step}{resumed}{last} in {r.seconds:.1f} s{rate} "
+               f"({r.world_size} process(es))\nfinal: {r.final}")

@@ -1,0 +1,158 @@
+"""Training checkpoints: atomic folders, resume, and loading a trained run for inference.
+
+Layout of one run (``RUN``)::
+
+    RUN/stage{k}/step-00000500/   model/ (EMOModel.save_pretrained), ema/ema.safetensors,
+                                  scheduler/, state.pt (optimizer + step), train.json
+    RUN/stage{k}/final/           the same minus state.pt, once the stage finished
+    RUN/stage{k}/log.csv          step, loss, lr, seconds
+
+A checkpoint folder is written under a hidden temp name and renamed into place, so a run killed at
+any moment leaves the previous checkpoint intact; older step folders are removed only after the new
+one exists. Several files cannot be swapped at once in place, hence one folder per checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDPMScheduler
+from safetensors.torch import load_file, save_file
+
+from emokit.models import CheckpointError, EMOModel  # one error type for unusable checkpoints
+from emokit.train.noise import SCHEDULER_DIR
+
+FINAL = "final"
+STEP_PREFIX = "step-"
+TMP_PREFIX = ".tmp-"
+MODEL_DIR, EMA_FILE, STATE_FILE, INFO_FILE = "model", "ema/ema.safetensors", "state.pt", "train.json"
+
+
+def stage_dir(run_dir: str | Path, stage: int) -> Path:
+    return Path(run_dir) / f"stage{stage}"
+
+
+def step_name(step: int) -> str:
+    return f"{STEP_PREFIX}{step:08d}"
+
+
+def latest_checkpoint(sdir: Path) -> Path | None:
+    """The newest complete step folder of a stage (temp folders are never complete)."""
+    steps = sorted(p for p in sdir.glob(f"{STEP_PREFIX}*") if p.is_dir() and (p / INFO_FILE).is_file())
+    return steps[-1] if steps else None
+
+
+def final_checkpoint(run_dir: str | Path, stage: int) -> Path | None:
+    path = stage_dir(run_dir, stage) / FINAL
+    return path if (path / INFO_FILE).is_file() else None
+
+
+def read_info(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((checkpoint / INFO_FILE).read_text(encoding="utf-8"))
+
+
+def write_checkpoint(
+    dest: Path,
+    model: EMOModel,
+    ema: dict[str, torch.Tensor],
+    scheduler: DDPMScheduler,
+    info: dict[str, Any],
+    state: dict[str, Any] | None = None,
+) -> Path:
+    """Write a whole checkpoint folder at ``dest`` atomically (temp folder, then rename).
+
+    ``train.json`` is written last, so a folder is complete exactly when it is visible under its
+    final name; an existing ``dest`` is replaced only after the new one is fully on disk.
+    """
+    tmp = dest.parent / f"{TMP_PREFIX}{dest.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / MODEL_DIR)
+    (tmp / EMA_FILE).parent.mkdir()
+    save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, tmp / EMA_FILE)
+    scheduler.save_pretrained(tmp / SCHEDULER_DIR)
+    if state is not None:
+        torch.save(state, tmp / STATE_FILE)
+    (tmp / INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    _fsync_tree(tmp)
+    if dest.exists():  # same name again: move the old one aside first, drop it after the swap
+        old = dest.parent / f"{TMP_PREFIX}old-{dest.name}-{os.getpid()}"
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
+    return dest
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush file contents before the rename publishes them (a crash must not expose empty files)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def prune(sdir: Path, keep: Path | None) -> None:
+    """Remove temp folders of killed runs and every step folder except ``keep``."""
+    for path in sdir.glob(f"{TMP_PREFIX}*"):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in sdir.glob(f"{STEP_PREFIX}*"):
+        if keep is None or path.resolve() != keep.resolve():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def load_ema(checkpoint: Path) -> dict[str, torch.Tensor]:
+    path = checkpoint / EMA_FILE
+    return load_file(path) if path.is_file() else {}
+
+
+def load_state(checkpoint: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Optimizer state and step of a step checkpoint (plain tensors and numbers only)."""
+    return torch.load(checkpoint / STATE_FILE, map_location=device, weights_only=True)
+
+
+def apply_ema(model: EMOModel, ema: dict[str, torch.Tensor]) -> None:
+    """Copy EMA weights (a subset of the model's parameters, by name) into ``model``."""
+    params = dict(model.named_parameters())
+    unknown = sorted(set(ema) - set(params))
+    if unknown:
+        raise CheckpointError(f"EMA weights name parameters the model lacks: {unknown[:3]}")
+    with torch.no_grad():
+        for name, value in ema.items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+
+
+def load_checkpoint_model(checkpoint: Path, ema: bool = True) -> EMOModel:
+    """The model of a checkpoint folder, with its EMA weights applied when ``ema``."""
+    model = EMOModel.from_pretrained(checkpoint / MODEL_DIR)
+    if ema:
+        apply_ema(model, load_ema(checkpoint))
+    return model
+
+
+def latest_finished_stage(run_dir: str | Path) -> int | None:
+    stages = [k for k in (3, 2, 1) if final_checkpoint(run_dir, k) is not None]
+    return stages[0] if stages else None
+
+
+def load_for_inference(run_dir: str | Path, stage: int | None = None, ema: bool = True) -> EMOModel:
+    """The trained model of a run: its latest finished stage (or ``stage``), EMA weights, eval mode.
+
+    Each stage starts from the previous stage's EMA weights, so the last stage's folder already
+    holds every part the way inference should see it.
+    """
+    run_dir = Path(run_dir)
+    stage = latest_finished_stage(run_dir) if stage is None else stage
+    checkpoint = final_checkpoint(run_dir, stage) if stage is not None else None
+    if checkpoint is None:
+        what = f"stage {stage}" if stage is not None else "any stage"
+        raise CheckpointError(
+            f"{run_dir} has no finished {what} (train with `emokit train DATASET --stage 1 -o {run_dir}`)"
+        )
+    return load_checkpoint_model(checkpoint, ema=ema).eval()

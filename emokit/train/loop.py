@@ -1,0 +1,363 @@
+"""The EMO training loop: one stage per call, nanoGPT style — everything a step does is in view.
+
+Stage 1 trains the image model (backbone + ReferenceNet + face locator) on (reference, target)
+frame pairs; stage 2 adds temporal modules and audio-attention on 12-frame windows with 4 motion
+frames; stage 3 trains temporal + speed layers. Stage k+1 starts from stage k's final EMA weights.
+Every random draw of step s on rank r comes from a generator seeded with (seed, s, r), and sample
+k of the data is a pure function of (seed, k), so a resumed run continues exactly where the
+uninterrupted one would have gone. Multi-GPU/CPU via `accelerate launch` or `torchrun` (DDP).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from diffusers import DDPMScheduler
+from einops import rearrange
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from emokit import __version__
+from emokit.config import TrainConfig, as_dict
+from emokit.models import EMOConfig, EMOModel
+from emokit.train import checkpoint as ckpt
+from emokit.train.dataset import ClipDataset, IndexSummary, StepBatches, index_clips
+from emokit.train.ema import EMA
+from emokit.train.noise import load_scheduler, training_scheduler
+
+PRESETS: dict[str, Callable[[], EMOConfig]] = {"tiny": EMOConfig.tiny, "sd15": EMOConfig.sd15}
+LOG_FIELDS = ["step", "loss", "lr", "step_seconds"]
+
+
+class TrainError(ValueError):
+    """A training run that cannot start as asked (missing previous stage, wrong flags, …)."""
+
+
+@dataclass
+class TrainResult:
+    """What one `train` call did (rank 0's view; losses are means over ranks)."""
+
+    stage: int
+    run_dir: Path
+    start_step: int  # 0 for a fresh stage, the checkpoint's step when resumed
+    step: int  # step reached
+    already_finished: bool  # the stage had finished before this call; nothing was trained
+    final: Path | None
+    losses: list[float]
+    seconds: float
+    index: IndexSummary | None
+    world_size: int
+    source: str  # where the weights came from
+    main: bool = True  # this process is rank 0 (the one that logs and writes)
+
+
+class DiffusionLoss(nn.Module):
+    """The eps-prediction loss of one batch. The whole step sits in one forward, so DDP syncs
+    every trainable part (ReferenceNet included) however the model routes through it."""
+
+    def __init__(self, model: EMOModel, scheduler: DDPMScheduler, stage: int, cond_dropout: float):
+        super().__init__()
+        self.model, self.scheduler = model, scheduler
+        self.stage, self.cond_dropout = stage, cond_dropout
+
+    def forward(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+        model, device = self.model, batch["frames"].device
+        b, f = batch["frames"].shape[:2]
+        with torch.no_grad():  # the VAE never trains; a latent sample, not the mean, as in SD
+            latents = model.encode(rearrange(batch["frames"], "b f c h w -> (b f) c h w"), gen)
+            latents = rearrange(latents, "(b f) c h w -> b f c h w", b=b)
+            ref_latents = model.encode(batch["reference"], gen)
+            motion = None
+            if "motion" in batch:
+                n = batch["motion"].shape[1]
+                motion = model.encode(rearrange(batch["motion"], "b n c h w -> (b n) c h w"), gen)
+                motion = rearrange(motion, "(b n) c h w -> b n c h w", n=n)
+        noise = torch.randn(latents.shape, generator=gen, device=device, dtype=latents.dtype)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=gen,
+                          device=device)
+        noisy = self.scheduler.add_noise(latents, noise, t)
+        # condition dropout for classifier-free guidance, drawn per sample
+        drop_ref = torch.rand(b, generator=gen, device=device) < self.cond_dropout
+        drop_audio = torch.rand(b, generator=gen, device=device) < self.cond_dropout
+        ref = model.reference(ref_latents, motion)
+        eps = model(
+            noisy, t, ref,
+            audio=batch.get("audio"),
+            face_mask=batch["face_mask"],
+            speed=batch["speed"] if self.stage == 3 else None,
+            drop_reference=drop_ref,
+            drop_audio=drop_audio if self.stage > 1 else None,
+        )
+        return F.mse_loss(eps.float(), noise.float())
+
+
+def step_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (seed, step, rank): independent streams, no global RNG."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def train(
+    dataset: str | Path,
+    run_dir: str | Path,
+    stage: int,
+    cfg: TrainConfig,
+    *,
+    init: str | None = None,
+    motion_adapter: str | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = tqdm.write,
+) -> TrainResult:
+    """Train ``stage`` of the run in ``run_dir`` on the shards of ``dataset``; resume if possible.
+
+    Rerunning the same call after a crash continues from the last checkpoint; a finished stage
+    returns at once with ``already_finished``.
+    """
+    _validate(stage, cfg)
+    if stage > 1 and (init or motion_adapter):
+        raise TrainError(f"--init/--motion-adapter apply to stage 1; stage {stage} starts from "
+                         f"{ckpt.stage_dir(run_dir, stage - 1) / ckpt.FINAL}")
+    run_dir, t0 = Path(run_dir), time.perf_counter()
+    sdir = ckpt.stage_dir(run_dir, stage)
+    final = ckpt.final_checkpoint(run_dir, stage)
+    if final is not None:
+        info = ckpt.read_info(final)
+        if int(os.environ.get("RANK", "0")) == 0:  # a kill right after `final` left step folders
+            ckpt.prune(sdir, keep=None)
+        return TrainResult(stage, run_dir, info["step"], info["step"], True, final, [],
+                           time.perf_counter() - t0, None, info.get("world_size", 1), str(final),
+                           main=int(os.environ.get("RANK", "0")) == 0)
+
+    acc = _accelerator(device, cfg)
+    main, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
+    # ---- data (label-only reads) ------------------------------------------------------------
+    clips, summary = index_clips(dataset, stage, cfg.frames, cfg.motion_frames, cfg.drop_flags)
+    if not clips:
+        raise TrainError(f"no usable clips for stage {stage} in {dataset}: {_describe(summary)}")
+    audio_dims = {tuple(c.audio_shape[1:]) for c in clips if c.audio_shape}
+    if len(audio_dims) > 1:
+        raise TrainError(f"shards mix audio token shapes (layers, dim) {sorted(audio_dims)}; "
+                         f"label the whole dataset with one audio model")
+
+    # ---- model: resume > previous stage > --init > fresh ------------------------------------
+    resume = ckpt.latest_checkpoint(sdir)
+    model, origin, source, preset = _load_model(
+        run_dir, stage, cfg, resume, init, motion_adapter, next(iter(audio_dims), None)
+    )
+    want = (model.config.audio_layers, model.config.audio_dim)
+    if stage > 1 and audio_dims and audio_dims != {want}:
+        raise TrainError(f"the shards' audio tokens have (layers, dim)={audio_dims.pop()} but "
+                         f"the model (from {source}) expects {want}; train on data labelled "
+                         f"with the same audio model as stage 1")
+    chosen = {id(p) for p in model.set_stage(stage)}  # the model decides what trains per stage
+    names = [n for n, p in model.named_parameters() if id(p) in chosen]  # fixed order: EMA, optim
+    trainable = [p for n, p in model.named_parameters() if id(p) in chosen]
+    if cfg.gradient_checkpointing and acc.device.type == "cuda":
+        model.enable_gradient_checkpointing()
+    scheduler = load_scheduler(origin) if origin else training_scheduler()
+    res = model.config.sample_size * model.config.vae_factor
+    start = ckpt.read_info(resume)["step"] if resume else 0
+    workers = _default_workers(acc) if workers is None else workers
+    loader = DataLoader(
+        ClipDataset(clips, stage, res, cfg.frames, cfg.motion_frames, cfg.seed),
+        batch_sampler=StepBatches(cfg.batch_size, start, rank, world),
+        num_workers=workers,
+        pin_memory=acc.device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+    )
+
+    # ---- optimizer, EMA, DDP ---------------------------------------------------------------
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    net = DiffusionLoss(model, scheduler, stage, cfg.cond_dropout)
+    net, opt = acc.prepare(net, opt)
+    ema = EMA(list(zip(names, trainable)), cfg.ema_decay)
+    if resume:
+        state = ckpt.load_state(resume)
+        opt.load_state_dict(state["optimizer"])
+        ema.load(ckpt.load_ema(resume), int(state["ema_step"]))
+        if main:
+            log(f"stage {stage}: resuming from step {start} ({resume})")
+    if main:
+        log(f"stage {stage}: {summary.usable} clips ({_describe(summary)}), preset {preset} at "
+            f"{res}px, {sum(p.numel() for p in trainable) / 1e6:.2f}M trainable params, "
+            f"world {world}, weights from {source}")
+        ckpt.prune(sdir, keep=resume)
+    logger = _CsvLog(sdir / "log.csv", start) if main else None
+
+    def info(step: int, finished: bool) -> dict[str, Any]:
+        return {
+            "stage": stage, "step": step, "max_steps": cfg.max_steps, "finished": finished,
+            "preset": preset, "source": source, "dataset": str(dataset), "world_size": world,
+            "clips": summary.usable, "resolution": res, "train_config": as_dict(cfg),
+            "emokit_version": __version__,
+        }
+
+    def save(step: int, finished: bool) -> Path:
+        """All ranks call this; rank 0 writes (train.json last), the others wait for it."""
+        acc.wait_for_everyone()
+        dest = sdir / (ckpt.FINAL if finished else ckpt.step_name(step))
+        if main:
+            state = None if finished else {"optimizer": opt.state_dict(), "step": step,
+                                           "ema_step": ema.step_count}
+            ckpt.write_checkpoint(dest, acc.unwrap_model(net).model, ema.state_dict(), scheduler,
+                                  info(step, finished), state)
+            ckpt.prune(sdir, keep=None if finished else dest)
+            log(f"checkpoint step {step}: {dest}")
+        acc.wait_for_everyone()
+        return dest
+
+    # ---- the loop --------------------------------------------------------------------------
+    step, losses = start, []
+    gen = torch.Generator(acc.device)
+    bar = tqdm(total=cfg.max_steps, initial=start, desc=f"stage {stage}", unit="step",
+               disable=not (progress and main), dynamic_ncols=True)
+    net.train()
+    batches = iter(loader)
+    pending, tick = [], time.perf_counter()
+    while step < cfg.max_steps:
+        batch = {k: v.to(acc.device, non_blocking=True) for k, v in next(batches).items()
+                 if isinstance(v, torch.Tensor)}
+        gen.manual_seed(step_seed(cfg.seed, step, rank))
+        loss = net(batch, gen)
+        acc.backward(loss)
+        if cfg.grad_clip > 0:
+            acc.clip_grad_norm_(trainable, cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update()
+        step += 1
+        pending.append(loss.detach())
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            mean = acc.reduce(torch.stack(pending).mean(), reduction="mean").item()
+            seconds = (time.perf_counter() - tick) / len(pending)
+            losses.append(mean)
+            if logger:
+                logger.write(step, mean, opt.param_groups[0]["lr"], seconds)
+            bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+            pending, tick = [], time.perf_counter()
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+            save(step, finished=False)
+    bar.close()
+    if logger:
+        logger.close()
+    final = save(step, finished=True)
+    return TrainResult(stage, run_dir, start, step, False, final, losses,
+                       time.perf_counter() - t0, summary, world, source, main)
+
+
+def _validate(stage: int, cfg: TrainConfig) -> None:
+    if stage not in (1, 2, 3):
+        raise TrainError(f"--stage must be 1, 2 or 3, got {stage}")
+    if cfg.preset not in PRESETS:
+        raise TrainError(f"--preset must be one of {sorted(PRESETS)}, got {cfg.preset!r}")
+    for name in ("max_steps", "batch_size", "checkpoint_every", "log_every", "frames"):
+        if getattr(cfg, name) < 1:
+            raise TrainError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.motion_frames < 0 or not 0.0 <= cfg.cond_dropout <= 1.0 or cfg.lr <= 0:
+        raise TrainError("need motion_frames >= 0, 0 <= cond_dropout <= 1 and lr > 0")
+    if cfg.mixed_precision not in ("bf16", "fp16", "no"):
+        raise TrainError(f"mixed_precision must be bf16, fp16 or no, got {cfg.mixed_precision!r}")
+
+
+def _accelerator(device: str, cfg: TrainConfig) -> Accelerator:
+    """DDP (gloo on CPU, NCCL on GPU) when launched by accelerate/torchrun; bf16 autocast on CUDA."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise TrainError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TrainError("--device cuda: no CUDA device is available")
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    return Accelerator(
+        cpu=cpu,
+        mixed_precision="no" if cpu else cfg.mixed_precision,
+        # Samples whose audio/reference is dropped can leave a parameter without gradient.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def _load_model(
+    run_dir: Path, stage: int, cfg: TrainConfig, resume: Path | None, init: str | None,
+    motion_adapter: str | None, audio_dims: tuple[int, int] | None,
+) -> tuple[EMOModel, Path | None, str, str]:
+    """(model, checkpoint folder it came from, description of its weights, preset name).
+
+    A fresh model takes its audio input size (wav2vec layers × dim) from the shards: that is a
+    property of how the data was labelled, not of the model size.
+    """
+    if resume is not None:  # raw weights: training continues exactly; EMA is restored separately
+        preset = ckpt.read_info(resume)["preset"]
+        return ckpt.load_checkpoint_model(resume, ema=False), resume, str(resume), preset
+    if stage > 1:
+        prev = ckpt.final_checkpoint(run_dir, stage - 1)
+        if prev is None:
+            raise TrainError(
+                f"stage {stage} starts from stage {stage - 1}'s final weights, but "
+                f"{ckpt.stage_dir(run_dir, stage - 1) / ckpt.FINAL} does not exist: run "
+                f"`emokit train DATASET --stage {stage - 1} -o {run_dir}` first"
+            )
+        preset = ckpt.read_info(prev)["preset"]
+        return ckpt.load_checkpoint_model(prev, ema=True), prev, str(prev), preset
+    config = PRESETS[cfg.preset]()
+    if audio_dims is not None:
+        config = replace(config, audio_layers=audio_dims[0], audio_dim=audio_dims[1])
+    if init is not None:
+        return EMOModel.from_sd15(init, config, motion_adapter), None, str(init), cfg.preset
+    if motion_adapter is not None:
+        raise TrainError("--motion-adapter needs --init (an SD1.5 folder the adapter fits)")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = EMOModel(config)
+    return model, None, f"random init (preset {cfg.preset}, seed {cfg.seed})", cfg.preset
+
+
+def _default_workers(acc: Accelerator) -> int:
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))
+    return max(1, (os.cpu_count() or 1) // max(1, local))
+
+
+def _describe(s: IndexSummary) -> str:
+    dropped = ", ".join(f"{reason} {n}" for reason, n in s.dropped.most_common())
+    return (f"{s.rows} rows in {s.shards} shards, {s.rejected} rejected by label"
+            + (f", dropped: {dropped}" if dropped else ""))
+
+
+class _CsvLog:
+    """RUN/stage{k}/log.csv; on resume, rows past the checkpoint's step are dropped (they will be
+    trained again), so the file always describes one consistent run."""
+
+    def __init__(self, path: Path, start: int) -> None:
+        rows = []
+        if path.is_file() and start > 0:
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "w", newline="")  # noqa: SIM115 — lives as long as the run
+        self.writer = csv.DictWriter(self.file, fieldnames=LOG_FIELDS)
+        self.writer.writeheader()
+        self.writer.writerows(rows)
+        self.file.flush()
+
+    def write(self, step: int, loss: float, lr: float, seconds: float) -> None:
+        self.writer.writerow({"step": step, "loss": f"{loss:.6f}", "lr": f"{lr:.3g}",
+                              "step_seconds": f"{seconds:.4f}"})
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def with_overrides(cfg: TrainConfig, **values: Any) -> TrainConfig:
+    """``cfg`` with the non-None ``values`` replaced (CLI flags over the recipe)."""
+    return replace(cfg, **{k: v for k, v in values.items() if v is not None})
