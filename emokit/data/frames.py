@@ -13,6 +13,7 @@ from pathlib import Path
 
 import av
 import cv2
+from av.video.reformatter import VideoReformatter
 import numpy as np
 
 from emokit.data.crop import crop_square
@@ -50,6 +51,7 @@ class WindowFrames:
         # The YUV fast path covers upright limited-range 8-bit 4:2:0, nearly all real footage;
         # anything else (rotation metadata, full range, 10 bit) converts through swscale.
         self._fast = first.format.name == "yuv420p" and not any(_orientation(first))
+        self._scaler = VideoReformatter()  # one swscale context reused for every frame
         upright = _to_rgb(first, None).shape if not self._fast else (first.height, first.width)
         self.height, self.width = upright[0], upright[1]
 
@@ -72,8 +74,9 @@ class WindowFrames:
             rgb = _to_rgb(frame, width if self.width > width else None)
             return np.ascontiguousarray(rgb)
         height = max(2, round(self.height * width / self.width))
-        return np.ascontiguousarray(frame.to_ndarray(width=width, height=height, format="rgb24",
-                                                     interpolation=interpolation))
+        small = self._scaler.reformat(frame, width=width, height=height, format="rgb24",
+                                      interpolation=interpolation)
+        return np.ascontiguousarray(small.to_ndarray())
 
     def crop(self, i: int, crop_box: Sequence[int], size: int) -> np.ndarray:
         """The square ``crop_box`` (source pixels, may leave the frame: zero padding) of frame
