@@ -7,6 +7,7 @@ is caught here and turned into an ``Failed`` value carrying a one-line reason.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -64,7 +65,10 @@ def run_local(
         for i, s in items:
             yield Done(i, s, _call(fn, s))
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: MediaPipe and torch keep threads and native state that a forked child
+    # inherits half-initialised (MediaPipe aborts when a graph is created after such a fork).
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         pending: dict[Any, tuple[int, S]] = {}
         it = iter(items)
         for i, s in it:
