@@ -36,9 +36,9 @@ def main(
     """Audio-driven portrait video (EMO): ingest -> label -> train -> generate."""
 
 
-# Each command lives in its own module and registers itself on `app`.
+# Each command lives in its own module and registers itself on `app`, in pipeline order.
 from emokit.cli import ingest as _ingest  # noqa: E402,F401
-from emokit.cli import train as _train  # noqa: E402,F401
 from emokit.cli import label as _label  # noqa: E402,F401
 from emokit.cli import inspect as _inspect  # noqa: E402,F401
+from emokit.cli import train as _train  # noqa: E402,F401
 from emokit.cli import generate as _generate  # noqa: E402,F401

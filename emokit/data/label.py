@@ -247,9 +247,12 @@ class _LabelOne:
     def __call__(self, window: dict[str, Any]) -> list[dict[str, Any]]:
         import torch
 
-        if torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)
-        return label_window(window, self.cfg, self.audio_model, self.bounds)
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return label_window(window, self.cfg, self.audio_model, self.bounds)
+        finally:
+            torch.set_num_threads(before)  # in-process runs (workers=1) leave the caller as it was
 
 
 def usable_windows(dataset: Path) -> list[dict[str, Any]]:

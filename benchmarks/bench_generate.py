@@ -1,0 +1,185 @@
+"""Generation speed, memory and MFU: `Generator` end to end (portrait + audio → mp4), CPU or CUDA.
+
+    .venv/bin/python benchmarks/bench_generate.py                                  # tiny, CPU
+    .venv/bin/python benchmarks/bench_generate.py --preset sd15 --size 512 --steps 40   # EMO, CUDA
+    .venv/bin/python benchmarks/bench_generate.py --compare-audio                  # 8 s vs 60 s
+
+The model has RANDOM weights of the preset's size (EMOModel(EMOConfig.<preset>())), the wav2vec
+model too (tiny for `tiny`, wav2vec2-base size for `sd15`): same cost as trained weights. The
+timed run is the whole call: portrait crop, wav2vec over the audio, clip after clip of DDIM +
+CFG, VAE decode, H.264/AAC encode. Reports seconds per frame, frames/s, peak memory (RSS on CPU,
+torch.cuda.max_memory_allocated on GPU) and, on GPU, MFU = model FLOPs (FlopCounterMode over one
+clip, scaled by the clip count) / wall time / --peak-tflops (989 = H200/H100 bf16 dense).
+--compare-audio runs the 8 s and the 60 s speech files in fresh processes and prints the ratio
+of their peak memory (flat in audio length is the target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from emokit.data.wav2vec import AudioEncoder, base_size_wav2vec, save_tiny_wav2vec
+from emokit.generate.generator import FPS, Generator, Speech
+from emokit.generate.portrait import load_portrait
+from emokit.models import EMOConfig, EMOModel
+from emokit.train.noise import training_scheduler
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+AUDIO = {"8s": SHARED / "audio" / "speech_en_8s_16k_stereo.wav",
+         "60s": SHARED / "audio" / "speech_60s_16k_mono.wav"}
+PORTRAIT = SHARED / "portraits" / "woman_frontal.jpg"
+
+
+def build(preset: str, device: torch.device, dtype: str, work: Path, frames: int) -> Generator:
+    """A Generator around a random-weight model of ``preset`` and a matching random wav2vec."""
+    if preset == "tiny":
+        w2v = save_tiny_wav2vec(work / "w2v")
+    else:
+        w2v = base_size_wav2vec(work / "w2v")
+    encoder = AudioEncoder(w2v, device=device)
+    base = EMOConfig.tiny() if preset == "tiny" else EMOConfig.sd15()
+    config = EMOConfig.from_dict({**base.to_dict(), "audio_layers": encoder.num_layers,
+                                  "audio_dim": encoder.dim})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = EMOModel(config)
+    alphas = training_scheduler().alphas_cumprod
+    return Generator.from_parts(model, alphas, encoder, device, dtype=dtype, frames=frames,
+                                progress=False)
+
+
+def peak_memory_gb(device: torch.device) -> dict[str, float]:
+    out = {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}  # KiB
+    if device.type == "cuda":
+        out["peak_cuda_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
+
+
+class _Precomputed:
+    """Stands in for the AudioEncoder while FLOPs are counted: FlopCounterMode breaks wav2vec's
+    weight-norm parametrization, and wav2vec is not EMO's model FLOPs anyway."""
+
+    def __init__(self, tokens, num_layers: int, dim: int) -> None:
+        self.tokens, self.num_layers, self.dim = tokens, num_layers, dim
+
+    def __call__(self, wav16k, num_frames: int, fps: float = FPS):
+        return self.tokens[:num_frames]
+
+
+def clip_flops(gen: Generator, portrait, speech: Speech, steps: int, cfg: float) -> float:
+    """Model FLOPs of rendering exactly one clip: VAE encode, ReferenceNet, DDIM + CFG, decode."""
+    one = Speech(speech.wav16k[: gen.frames * 16000 // FPS], speech.mux, gen.frames / FPS, gen.frames)
+    encoder = gen.encoder
+    gen.encoder = _Precomputed(encoder(one.wav16k, one.frames), encoder.num_layers, encoder.dim)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            for _ in gen.render(portrait, one, steps=steps, cfg=cfg):
+                pass
+    finally:
+        gen.encoder = encoder
+    return float(counter.get_total_flops())
+
+
+def run_once(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    work = Path(tempfile.mkdtemp(prefix="emokit-bench-gen-"))
+    gen = build(args.preset, device, args.dtype, work, args.frames)
+    portrait = load_portrait(PORTRAIT, size=args.size)
+    speech = Speech.load(args.audio)
+    # Warm-up (kernel selection, allocator) on one clip, not timed.
+    warm = Speech(speech.wav16k[: gen.frames * 16000 // FPS], speech.mux, gen.frames / FPS, gen.frames)
+    for _ in gen.render(portrait, warm, steps=min(args.steps, 2), cfg=args.cfg):
+        pass
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    t = time.perf_counter()
+    r = gen(portrait, speech, work / "out.mp4", steps=args.steps, cfg=args.cfg, seed=0)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t
+    result = {
+        "preset": args.preset, "device": str(device), "dtype": str(gen.dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(), "size": args.size, "steps": args.steps, "cfg": args.cfg,
+        "frames_per_clip": gen.frames,
+        "audio": Path(args.audio).name, "audio_s": round(r.audio_seconds, 2), "frames": r.frames,
+        "clips": r.clips, "seconds": round(seconds, 3), "s_per_frame": round(seconds / r.frames, 4),
+        "frames_per_s": round(r.frames / seconds, 3),
+        **{k: round(v, 3) for k, v in peak_memory_gb(device).items()},
+    }
+    if device.type == "cuda" and not args.no_flops:
+        flops = clip_flops(gen, portrait, speech, args.steps, args.cfg) * r.clips
+        result["tflops_total"] = round(flops / 1e12, 2)
+        result["achieved_tflops"] = round(flops / seconds / 1e12, 2)
+        result["mfu"] = round(flops / seconds / (args.peak_tflops * 1e12), 4)
+    return result
+
+
+def compare_audio(args: argparse.Namespace) -> None:
+    """The same settings on 8 s and 60 s of speech, each in a fresh process (peak RSS is per
+    process); prints both and the 60 s / 8 s memory ratios."""
+    rows = {}
+    for tag, path in AUDIO.items():
+        cmd = [sys.executable, __file__, "--json", "--audio", str(path), "--preset", args.preset,
+               "--size", str(args.size), "--steps", str(args.steps), "--cfg", str(args.cfg),
+               "--device", args.device, "--dtype", args.dtype, "--frames", str(args.frames),
+               "--threads", str(args.threads), "--no-flops"]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows[tag] = json.loads(out.strip().splitlines()[-1])
+        print(json.dumps(rows[tag]))
+    for key in ("peak_rss_gb", "peak_cuda_gb"):
+        if key in rows["8s"]:
+            print(f"{key}: 8 s {rows['8s'][key]:.3f}, 60 s {rows['60s'][key]:.3f}, "
+                  f"ratio {rows['60s'][key] / rows['8s'][key]:.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--preset", choices=["tiny", "sd15"], default="tiny")
+    ap.add_argument("--size", type=int, default=None, help="default: 64 (tiny), 512 (sd15)")
+    ap.add_argument("--steps", type=int, default=None, help="default: 4 (tiny), 40 (sd15)")
+    ap.add_argument("--cfg", type=float, default=3.5)
+    ap.add_argument("--frames", type=int, default=12, help="frames per clip (EMO: 12)")
+    ap.add_argument("--audio", default=str(AUDIO["8s"]))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="auto", help="auto = bfloat16 on CUDA, float32 on CPU")
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="GPU peak (H200 bf16 dense)")
+    ap.add_argument("--compare-audio", action="store_true", help="8 s vs 60 s peak memory")
+    ap.add_argument("--no-flops", action="store_true", help="skip the FLOP count (GPU)")
+    ap.add_argument("--json", action="store_true", help="print one JSON line only")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0 = torch's default); 1 avoids OpenMP spinning when "
+                    "other processes share the cores")
+    args = ap.parse_args()
+    args.size = args.size or (64 if args.preset == "tiny" else 512)
+    args.steps = args.steps or (4 if args.preset == "tiny" else 40)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.compare_audio:
+        compare_audio(args)
+        return
+    r = run_once(args)
+    if args.json:
+        print(json.dumps(r))
+        return
+    print(json.dumps(r))
+    mem = f"peak RSS {r['peak_rss_gb']:.2f} GB" + (
+        f", peak CUDA {r['peak_cuda_gb']:.2f} GB" if "peak_cuda_gb" in r else "")
+    mfu = f", MFU {r['mfu'] * 100:.1f} %" if "mfu" in r else ""
+    print(f"{r['preset']} {r['size']}px {r['steps']} steps cfg {r['cfg']} on {r['device']} "
+          f"({r['dtype']}): {r['frames']} frames of {r['audio_s']} s audio in {r['seconds']:.1f} s "
+          f"= {r['s_per_frame']:.3f} s/frame, {r['frames_per_s']:.1f} frames/s; {mem}{mfu}")
+
+
+if __name__ == "__main__":
+    main()
