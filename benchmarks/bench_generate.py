@@ -91,8 +91,12 @@ def clip_flops(gen: Generator, portrait, speech: Speech, steps: int, cfg: float)
 
 
 def run_once(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="emokit-bench-gen-") as tmp:
+        return _run_in(args, Path(tmp))
+
+
+def _run_in(args: argparse.Namespace, work: Path) -> dict:
     device = torch.device(args.device)
-    work = Path(tempfile.mkdtemp(prefix="emokit-bench-gen-"))
     gen = build(args.preset, device, args.dtype, work, args.frames)
     portrait = load_portrait(PORTRAIT, size=args.size)
     speech = Speech.load(args.audio)

@@ -40,12 +40,12 @@ def manifest_example(dest: Path) -> Path:
     from emokit.data.ingest import ingest
     from emokit.data.schema import MANIFEST_SCHEMA, read_table, write_table
 
-    videos, _, _, where = sample_inputs(Path(tempfile.mkdtemp(prefix="emokit-example-")))
-    if not str(videos[0]).startswith(str(SHARED_DATA)):
-        raise SystemExit(f"the example manifest is made from ../shared/data ({where})")
     with tempfile.TemporaryDirectory() as tmp:
-        ingest(videos, tmp, workers=1, progress=False)
-        rows = read_table(Path(tmp) / "manifest.parquet").to_pylist()
+        videos, _, _, where = sample_inputs(Path(tmp) / "sample")
+        if not str(videos[0]).startswith(str(SHARED_DATA)):
+            raise SystemExit(f"the example manifest is made from ../shared/data ({where})")
+        ingest(videos, Path(tmp) / "ds", workers=1, progress=False)
+        rows = read_table(Path(tmp) / "ds" / "manifest.parquet").to_pylist()
     for r in rows:
         r["source_path"] = str(Path(r["source_path"]).relative_to(SHARED_DATA))
     write_table(rows, MANIFEST_SCHEMA, dest, "manifest", {"paths_relative_to": "shared/data"})
