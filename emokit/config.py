@@ -71,7 +71,7 @@ class GenerateConfig:
     cfg: float = 3.5
     frames: int = 12
     motion_frames: int = 4
-    size: int = 512
+    size: int = 0  # output side in pixels; 0 = the checkpoint's training resolution (sd15: 512)
     speed: float = 0.5  # head rotation velocity fed to the speed layers, degrees per frame
     seed: int = 0
     timestep_spacing: str = "trailing"  # DDIM steps start at t = T-1 ("leading": diffusers default)

@@ -28,7 +28,9 @@ def generate_command(
         float | None,
         typer.Option("--speed", help="Head rotation speed, degrees per frame (speed layers)."),
     ] = None,
-    size: Annotated[int | None, typer.Option("--size", help="Output side in pixels.")] = None,
+    size: Annotated[
+        int | None, typer.Option("--size", help="Output side in pixels (default: the checkpoint's).")
+    ] = None,
     audio_model: Annotated[
         str | None,
         typer.Option("--audio-model", help="wav2vec2 hub id or local folder used for training."),
@@ -51,6 +53,7 @@ def generate_command(
     from emokit.data.audio import AudioError
     from emokit.generate.generator import Generator, Speech
     from emokit.generate.portrait import load_portrait
+    from emokit.train.checkpoint import inference_config
 
     g, lab = recipe.generate, recipe.label
     if device == "auto":
@@ -58,6 +61,9 @@ def generate_command(
     try:
         # Cheap inputs first: a bad portrait or audio fails before the model loads. Portrait
         # warnings (several faces, small face) are logged as they are found.
+        if not (size or g.size):  # 0 = the resolution the checkpoint was trained at
+            cfg = inference_config(checkpoint)
+            size = cfg.sample_size * cfg.vae_factor
         face = load_portrait(portrait, size=size or g.size, crop_scale=lab.crop_scale,
                              detect_width=lab.detect_width, min_confidence=lab.min_face_confidence)
         speech = Speech.load(audio)

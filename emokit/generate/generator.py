@@ -186,6 +186,7 @@ class Generator:
         self.spacing, self.crf, self.progress = spacing, crf, progress
         # Latent sides must survive every UNet downsampling: 8 (VAE) × 2 per extra UNet level.
         self.size_multiple = cfg.vae_factor * 2 ** (len(cfg.block_out_channels) - 1)
+        self.native_size = cfg.sample_size * cfg.vae_factor  # the resolution it was trained at
 
     # ---- one video --------------------------------------------------------------------------
     def __call__(
@@ -197,7 +198,7 @@ class Generator:
         cfg: float = _GEN.cfg,
         seed: int = _GEN.seed,
         speed: float | None = _GEN.speed,
-        size: int = _GEN.size,
+        size: int = _GEN.size,  # 0: native_size
     ) -> GenerationResult:
         """Render ``out_path`` (H.264 + AAC, 30 FPS, ceil(audio × 30) frames, the audio muxed).
 
@@ -207,6 +208,7 @@ class Generator:
         start = time.perf_counter()
         self._check_settings(steps, cfg)
         if not isinstance(portrait, Portrait):
+            size = size or self.native_size
             self._check_size(size)
             portrait = load_portrait(portrait, size=size, crop_scale=_LABEL.crop_scale,
                                      detect_width=_LABEL.detect_width,

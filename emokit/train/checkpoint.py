@@ -24,7 +24,8 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file, save_file
 
-from emokit.models import CheckpointError, EMOModel  # one error type for unusable checkpoints
+# CheckpointError: one error type for every unusable checkpoint
+from emokit.models import CheckpointError, EMOConfig, EMOModel, read_config
 from emokit.train.noise import SCHEDULER_DIR
 
 FINAL = "final"
@@ -134,6 +135,16 @@ def load_checkpoint_model(checkpoint: Path, ema: bool = True) -> EMOModel:
     if ema:
         apply_ema(model, load_ema(checkpoint))
     return model
+
+
+def inference_config(run_dir: str | Path) -> EMOConfig:
+    """The model config :func:`load_for_inference` would load, without reading weights."""
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"checkpoint not found: {run_dir}")
+    stage = latest_finished_stage(run_dir)
+    if stage is None:
+        raise CheckpointError(f"{run_dir}: no finished stage (run `emokit train ... --stage 1`)")
+    return read_config(final_checkpoint(run_dir, stage) / MODEL_DIR)
 
 
 def latest_finished_stage(run_dir: str | Path) -> int | None:
