@@ -42,12 +42,12 @@ def manifest_example(dest: Path) -> Path:
 
     with tempfile.TemporaryDirectory() as tmp:
         videos, _, _, where = sample_inputs(Path(tmp) / "sample")
-        if not str(videos[0]).startswith(str(SHARED_DATA)):
+        if not videos[0].is_relative_to(SHARED_DATA):
             raise SystemExit(f"the example manifest is made from ../shared/data ({where})")
         ingest(videos, Path(tmp) / "ds", workers=1, progress=False)
         rows = read_table(Path(tmp) / "ds" / "manifest.parquet").to_pylist()
     for r in rows:
-        r["source_path"] = str(Path(r["source_path"]).relative_to(SHARED_DATA))
+        r["source_path"] = str(Path(r["source_path"]).relative_to(SHARED_DATA.resolve()))
     write_table(rows, MANIFEST_SCHEMA, dest, "manifest", {"paths_relative_to": "shared/data"})
     return dest
 

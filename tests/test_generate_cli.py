@@ -83,6 +83,17 @@ def test_flags_reach_the_generator(setup, portraits, tmp_path):
     assert diff > 0.5  # the speed layers see --speed
 
 
+def test_default_size_is_the_checkpoints(setup, portraits, tmp_path):
+    run, w2v, half_second = setup
+    out = tmp_path / "native.mp4"
+    r = CliRunner().invoke(app, ["generate", str(portraits / "woman_frontal.jpg"), str(half_second),
+                                 "--checkpoint", str(run), "-o", str(out), "--steps", "1",
+                                 "--audio-model", str(w2v), "--device", "cpu", "-q"])
+    assert r.exit_code == 0, r.output
+    with av.open(str(out)) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (SIZE, SIZE)
+
+
 def _assert_clean_failure(r, message: str, out_dir: Path) -> None:
     assert r.exit_code == 1
     # One line from emokit (transformers may draw its own "Loading weights" bar before it).

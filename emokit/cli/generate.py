@@ -62,8 +62,8 @@ def generate_command(
         # Cheap inputs first: a bad portrait or audio fails before the model loads. Portrait
         # warnings (several faces, small face) are logged as they are found.
         if not (size or g.size):  # 0 = the resolution the checkpoint was trained at
-            cfg = inference_config(checkpoint)
-            size = cfg.sample_size * cfg.vae_factor
+            trained = inference_config(checkpoint)
+            size = trained.sample_size * trained.vae_factor
         face = load_portrait(portrait, size=size or g.size, crop_scale=lab.crop_scale,
                              detect_width=lab.detect_width, min_confidence=lab.min_face_confidence)
         speech = Speech.load(audio)
