@@ -42,7 +42,7 @@ from emokit.data.windows import frame_windows
 SHARDS = "shards"
 CAPTION_WIDTH = 640  # caption_score's working width
 CAPTION_SAMPLES = 12
-HANDS_EVERY = 10
+HANDS_EVERY = 15  # hands are a clip-level flag: two looks per second are plenty
 CAPTION_FLAG = 0.5
 HANDS_FLAG = 0.2
 
