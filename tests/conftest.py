@@ -34,3 +34,10 @@ def portraits(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def audio_dir(shared_data: Path) -> Path:
     return shared_data / "audio"
+
+
+def read_rgb(path: Path):
+    """A real photo as an RGB uint8 array (what the face and pose code takes)."""
+    import cv2
+
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

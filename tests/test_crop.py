@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import read_rgb
 
 from emokit.data.crop import (
     CropError,
@@ -17,8 +18,6 @@ from emokit.data.crop import (
 from emokit.data.faces import FaceDetector
 
 
-def _rgb(path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def test_square_crop_box_is_centred_square_of_scaled_long_side():
@@ -59,7 +58,7 @@ def test_bad_boxes_raise_one_line_errors():
 
 
 def test_crop_square_pads_zero_or_edge_where_box_leaves_frame(portraits):
-    img = _rgb(portraits / "partial_face_at_edge.jpg")
+    img = read_rgb(portraits / "partial_face_at_edge.jpg")
     h, w = img.shape[:2]
     box = (w - 100, 20, w + 100, 220)  # right half outside the frame
     zero = crop_square(img, box, 200, pad="zero")
@@ -73,7 +72,7 @@ def test_crop_square_pads_zero_or_edge_where_box_leaves_frame(portraits):
 
 
 def test_crop_square_resizes_and_keeps_content(portraits):
-    img = _rgb(portraits / "man_frontal_3511px.jpg")
+    img = read_rgb(portraits / "man_frontal_3511px.jpg")
     crop = crop_square(img, (1000, 1000, 2000, 2000), 100)
     assert crop.shape == (100, 100, 3)
     ref = cv2.resize(img[1000:2000, 1000:2000], (100, 100), interpolation=cv2.INTER_AREA)
@@ -84,7 +83,7 @@ def test_crop_square_resizes_and_keeps_content(portraits):
 
 def test_to_crop_coords_matches_detection_on_the_crop(portraits):
     """A face box mapped into crop pixels lands where the detector finds the face in the crop."""
-    img = _rgb(portraits / "man_upper_body.jpg")
+    img = read_rgb(portraits / "man_upper_body.jpg")
     with FaceDetector() as det:
         face = det(img)[0]
         crop_box = square_crop_box(face, 1.5, frame_size=(img.shape[1], img.shape[0]))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
+from conftest import read_rgb
 
 from emokit.data.decode import read_frames
 from emokit.data.faces import FaceBox, FaceDetectionError, FaceDetector
@@ -19,8 +19,6 @@ def detector():
         yield det
 
 
-def _rgb(path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 @pytest.mark.parametrize(
@@ -57,10 +55,10 @@ def test_auto_model_falls_back_to_full_range_for_small_faces(videos):
 
 
 def test_portraits_two_faces_sorted_and_edge_face_clipped(portraits, detector):
-    two = detector(_rgb(portraits / "two_people.jpg"))
+    two = detector(read_rgb(portraits / "two_people.jpg"))
     assert len(two) == 2 and two[0].area >= two[1].area
     assert abs(two[0].center[0] - two[1].center[0]) > 200  # side by side
-    img = _rgb(portraits / "partial_face_at_edge.jpg")
+    img = read_rgb(portraits / "partial_face_at_edge.jpg")
     edge = detector(img)
     assert edge, "the partly cut-off face should still be found"
     h, w = img.shape[:2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import read_rgb
 
 from emokit.data.crop import clip_crop_box, crop_square, square_crop_box
 from emokit.data.decode import read_frames
@@ -25,8 +26,6 @@ from emokit.data.pose import (
 from emokit.data.track import track_main_face
 
 
-def _rgb(path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def _project(angles, t=(0.0, 0.0, 40.0), size=512) -> np.ndarray:
@@ -99,7 +98,7 @@ def test_face_model_indices_match_the_real_mesh(portraits):
     A wrong landmark index would be off by several units (the face is ~15 units wide)."""
     import mediapipe as mp
 
-    img = _rgb(portraits / "woman_frontal.jpg")
+    img = read_rgb(portraits / "woman_frontal.jpg")
     with FaceDetector() as det:
         crop = crop_square(img, square_crop_box(det(img)[0], 1.5), 512)
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=True) as mesh:
@@ -116,7 +115,7 @@ def test_face_model_indices_match_the_real_mesh(portraits):
 
 def test_ground_truth_roll_and_translation_through_25_to_30_fps(portraits):
     """A real portrait rolled, moved and zoomed by known amounts at 25 fps, held to 30 fps."""
-    img = _rgb(portraits / "woman_frontal.jpg")
+    img = read_rgb(portraits / "woman_frontal.jpg")
     n_src, size = 100, 900  # 4 s at 25 fps on a 900² canvas
     k = np.arange(n_src)
     roll = np.interp(k, [0, 25, 75, 100], [0, 30, -30, 0])  # ±1.2°/source frame
