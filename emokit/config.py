@@ -96,6 +96,13 @@ def _override(obj: T, values: dict[str, Any], where: str) -> T:
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
     fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    for k, v in fixed.items():
+        default = getattr(obj, k)
+        ok = isinstance(v, type(default)) or (isinstance(default, float) and isinstance(v, int))
+        if not ok or (isinstance(v, bool) and not isinstance(default, bool)):
+            raise ValueError(f"{where}: {k} = {v!r} should be a {type(default).__name__}")
+        if isinstance(default, float):
+            fixed[k] = float(v)
     return dataclasses.replace(obj, **fixed)  # type: ignore[type-var]
 
 
@@ -115,6 +122,9 @@ def load_recipe(path: str | Path | None = None) -> Recipe:
     unknown = set(data) - sections
     if unknown:
         raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(sections)}")
+    for name, values in data.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: [{name}] must be a table of settings, got {values!r}")
     parts = {name: _override(getattr(recipe, name), data[name], f"{path} [{name}]") for name in data}
     return dataclasses.replace(recipe, **parts)
 

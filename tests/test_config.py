@@ -24,6 +24,12 @@ def test_override_and_errors(tmp_path):
     f.write_text("[ingest]\nmax_clip = 10.0\n")
     with pytest.raises(ValueError, match="unknown key"):
         load_recipe(f)
+    f.write_text('[label]\nshard_size = "8"\n')
+    with pytest.raises(ValueError, match="should be a int"):
+        load_recipe(f)
+    f.write_text("ingest = 3\n")
+    with pytest.raises(ValueError, match="must be a table"):
+        load_recipe(f)
     f.write_text("[ingestt]\n")
     with pytest.raises(ValueError, match="unknown section"):
         load_recipe(f)

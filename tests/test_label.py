@@ -213,3 +213,17 @@ def test_sigkill_then_rerun_gives_same_shards(videos, tiny_w2v, tmp_path):
         assert ra["video_mp4"] == rb["video_mp4"]
         assert ra["audio_embeddings"] == rb["audio_embeddings"]
     assert not [p for p in runs["killed"].rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_inspect_writes_contact_sheet_pose_plot_and_table(labelled):
+    ds, _, rows = labelled
+    r = subprocess.run([sys.executable, "-m", "emokit", "inspect", str(ds)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    ok = [x for x in rows if x["status"] == "ok"]
+    sheet = cv2.imread(str(ds / "inspect" / "contact_sheet.png"))
+    assert sheet is not None and sheet.shape[0] >= len(ok) * 160  # one strip per clip
+    assert cv2.imread(str(ds / "inspect" / "pose.png")) is not None
+    for x in ok:
+        assert x["clip_id"][:12] in r.stdout
+    assert "contact sheet:" in r.stdout

@@ -25,7 +25,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; su
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one clear line to stderr and exit."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
     raise typer.Exit(code)
 
 

@@ -92,7 +92,7 @@ def run_ray(
     try:
         import ray
     except ImportError:
-        raise RuntimeError("--engine ray needs Ray: pip install 'ray[default]'") from None
+        raise RuntimeError("--engine ray needs Ray: pip install 'emokit[ray]'") from None
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     remote = ray.remote(_call)

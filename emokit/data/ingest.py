@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from emokit.config import IngestConfig, as_dict
 from emokit.data.atomic import remove_stale_temps
-from emokit.data.executor import Failed, run
+from emokit.data.executor import ENGINES, Failed, run
 from emokit.data.probe import ProbeError, file_sha256, probe
-from emokit.data.scenes import scan_scenes
+from emokit.data.scenes import DETECTORS, scan_scenes
 from emokit.data.schema import MANIFEST_SCHEMA, OK, REJECTED, read_table, write_table
 from emokit.data.windows import clip_windows
 
@@ -153,6 +153,10 @@ def ingest(
 ) -> IngestSummary:
     """Ingest every video under ``inputs`` into ``dataset``/manifest.parquet; resumable."""
     cfg = cfg or IngestConfig()
+    if cfg.detector not in DETECTORS:
+        raise InputError(f"unknown scene detector {cfg.detector!r}; choose from {sorted(DETECTORS)}")
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
     dataset = Path(dataset)
     cache = dataset / CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True)
@@ -173,9 +177,11 @@ def ingest(
     for done in run(_IngestOne(cfg), todo, workers=workers, engine=engine):
         src = done.sample
         rows = done.result
-        if isinstance(rows, Failed):
+        if isinstance(rows, Failed):  # reported now, not cached: a rerun tries the source again
             rows = [_rejected(src, None, None, f"internal error: {rows.reason}")]
-        write_table(rows, MANIFEST_SCHEMA, cache / f"{_cache_key(src, cfg)}.parquet", "ingest-cache")
+        else:
+            write_table(rows, MANIFEST_SCHEMA, cache / f"{_cache_key(src, cfg)}.parquet",
+                        "ingest-cache")
         rows_by_source[src] = rows
         bar.update()
     bar.close()

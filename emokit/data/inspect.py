@@ -11,7 +11,9 @@ from typing import Any
 import av
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 
+from emokit.data.atomic import atomic_path
 from emokit.data.ingest import MANIFEST
 from emokit.data.label import SHARDS
 from emokit.data.schema import LABEL_COLUMNS, OK, read_table
@@ -65,8 +67,11 @@ def contact_sheet(rows: list[dict[str, Any]], path: Path, max_clips: int = 32) -
         cv2.putText(bar, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         lines.append(np.concatenate([bar, strip], axis=0))
     sheet = np.concatenate(lines, axis=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"could not encode the contact sheet for {path}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png.tobytes())
     return path
 
 
@@ -93,8 +98,8 @@ def pose_plot(rows: list[dict[str, Any]], path: Path, max_clips: int = 16) -> Pa
     for ax in axes[-1]:
         ax.set_xlabel("s")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
     return path
 
@@ -113,7 +118,9 @@ def inspect_dataset(dataset: str | Path, out: str | Path | None = None) -> Inspe
     sheet = plot = None
     if ok:
         ids = {r["clip_id"] for r in ok[:32]}
-        media = [r for s in shards for r in read_table(s).to_pylist() if r["clip_id"] in ids]
+        # only the shown clips' rows, media included; the rest of each shard stays on disk
+        media = [r for s in shards
+                 for r in pq.read_table(s, filters=[("clip_id", "in", sorted(ids))]).to_pylist()]
         sheet = contact_sheet(media, out / "contact_sheet.png")
         plot = pose_plot(ok, out / "pose.png")
     return Inspection(sheet, plot, clips, rejected_inputs)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from emokit.config import LabelConfig, as_dict
 from emokit.data.atomic import remove_stale_temps
 from emokit.data.audio import AudioError, load_audio
-from emokit.data.crop import clip_crop_box, to_crop_coords, union_box
+from emokit.data.crop import CropError, clip_crop_box, to_crop_coords, union_box
 from emokit.data.decode import VideoError, read_video_frames
 from emokit.data.encode import encode_mp4
 from emokit.data.executor import Failed, run
@@ -32,7 +32,7 @@ from emokit.data.faces import FaceBox, FaceDetector
 from emokit.data.frames import WindowFrames
 from emokit.data.ingest import MANIFEST, clip_id, reason_kind
 from emokit.data.jumpcuts import find_jump_cuts
-from emokit.data.pose import HeadPoseEstimator, fill_missing, rotation_velocity
+from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity
 from emokit.data.quality import HandsDetector, caption_score
 from emokit.data.schema import OK, REJECTED, SHARD_SCHEMA, read_table, write_table
 from emokit.data.track import NO_FACE, face_missing, track_main_face
@@ -151,12 +151,22 @@ def label_window(
     track = track_main_face(detections, fps, cfg.max_gap_s, frames.size, cfg.min_face_frac)
     if not track.ok:
         return [_rejected(window, track.reason)]
+    try:
+        return _label_track(window, cfg, audio_model, bounds, frames, track)
+    except PoseError:
+        return [_rejected(window, "no head pose (face mesh found no face in the crop)")]
+    except CropError as e:
+        return [_rejected(window, f"cannot crop: {e}")]
+
+
+def _label_track(window, cfg, audio_model, bounds, frames: WindowFrames, track) -> list[dict[str, Any]]:
+    fps = cfg.fps
     boxes = track.boxes
     whole = _make_part(frames, boxes, 0, len(frames), cfg)
     cuts = find_jump_cuts(boxes, whole.poses[:, :3], cfg.jump_box_frac, cfg.jump_rotation_deg)
     pieces = frame_windows(len(frames), fps, cuts, *bounds)
     if not pieces:
-        return [_rejected(window, f"jump cuts at frames {cuts} leave no piece of 3 s or more")]
+        return [_rejected(window, f"jump cuts at frames {cuts} leave no piece of {bounds[0]:g} s or more")]
     split = pieces != [(0, len(frames))]
     parts = [whole] if not split else [_make_part(frames, boxes, a, b, cfg) for a, b in pieces]
     step = max(1, len(frames) // CAPTION_SAMPLES)
@@ -280,7 +290,10 @@ def label(
     remove_stale_temps(out)
     summary = LabelSummary(shards_dir=out, windows=len(windows))
     groups = [windows[i:i + cfg.shard_size] for i in range(0, len(windows), cfg.shard_size)]
-    todo = [k for k in range(len(groups)) if not shard_path(dataset, k).exists()]
+    meta = {"label_config": json.dumps(as_dict(cfg), sort_keys=True)}
+    for stale in sorted(out.glob("shard-*.parquet"))[len(groups):]:
+        stale.unlink()  # the manifest shrank or --shard-size grew
+    todo = [k for k in range(len(groups)) if not _shard_done(shard_path(dataset, k), groups[k], meta)]
     summary.shards_skipped = len(groups) - len(todo)
     pending = [(k, j, w) for k in todo for j, w in enumerate(groups[k])]
     audio_model = cfg.audio_model
@@ -290,17 +303,21 @@ def label(
     threads = max(1, (os.cpu_count() or 1) // max(1, n_workers))
     stage = _LabelOne(cfg, audio_model, bounds, threads)
     results: dict[int, dict[int, list[dict[str, Any]]]] = defaultdict(dict)
-    meta = {"label_config": json.dumps(as_dict(cfg), sort_keys=True)}
+    failed: set[int] = set()
     bar = tqdm(total=len(pending), desc="label", unit="clip", disable=not progress)
     for done in run(stage, [w for _, _, w in pending], workers=n_workers, engine=engine):
         k, j, window = pending[done.index]
         rows = done.result
-        if isinstance(rows, Failed):
-            rows = [_rejected(window, f"internal error: {rows.reason}")]
+        if isinstance(rows, Failed):  # reported, and its shard left unwritten: a rerun retries it
+            summary.rejected[window["clip_id"]] = f"internal error: {rows.reason}"
+            failed.add(k)
+            rows = []
         results[k][j] = rows
         bar.update()
         if len(results[k]) == len(groups[k]):
             by_window = results.pop(k)
+            if k in failed:
+                continue
             shard_rows = [r for jj in range(len(groups[k])) for r in by_window[jj]]
             write_table(shard_rows, SHARD_SCHEMA, shard_path(dataset, k), "shard", meta, row_group_size=1)
             summary.shards_written += 1
@@ -309,11 +326,27 @@ def label(
     return summary
 
 
+def _shard_done(path: Path, group: list[dict[str, Any]], meta: dict[str, str]) -> bool:
+    """A shard counts as done only if it holds exactly this group's windows, labelled with this
+    recipe; otherwise (changed manifest, --shard-size, --size, audio model...) it is redone."""
+    if not path.exists():
+        return False
+    try:
+        table = read_table(path, columns=["parent_clip_id"])
+    except (OSError, ValueError):
+        return False
+    stored = (table.schema.metadata or {}).get(b"label_config", b"").decode()
+    parents = list(dict.fromkeys(table.column("parent_clip_id").to_pylist()))
+    return stored == meta["label_config"] and parents == [w["clip_id"] for w in group]
+
+
 def _count(summary: LabelSummary, dataset: Path, n_shards: int) -> None:
     cols = ["clip_id", "parent_clip_id", "status", "reason", "num_frames", "fps", "jump_cut_split",
             "flags"]
     split_parents = set()
     for k in range(n_shards):
+        if not shard_path(dataset, k).exists():
+            continue  # a worker failed on one of its windows (already in summary.rejected)
         for r in read_table(shard_path(dataset, k), columns=cols).to_pylist():
             if r["status"] == OK:
                 summary.clips += 1
