@@ -72,7 +72,8 @@ def _origin_s(container: av.container.InputContainer) -> float:
 def frame_times(path: str | Path, video_stream: int | None = None, decode: bool = False) -> np.ndarray:
     """Presentation time (s) of every frame, in presentation order: frame index -> time.
 
-    Ingest turns scene-detector frame indices into times with this. By default it reads packet
+    A cheap index of a file's frames (ingest records the same times during its scene pass, so it
+    does not need this; tools and tests that map frame indices to times do). By default it reads packet
     timestamps only (no decoding, fast even for hours of video); ``decode=True`` decodes every
     frame instead, for streams whose packets lack timestamps.
     """

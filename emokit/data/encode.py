@@ -134,13 +134,10 @@ class Mp4Writer:
             self._open_streams(*self.size)
         if (w, h) != tuple(self.size):
             raise EncodeError(f"frame is {w}x{h}, the video is {self.size[0]}x{self.size[1]}")
-        if w % 2 == 0 and h % 2 == 0:
-            # OpenCV's RGB→I420 is BT.601 limited range like the swscale call below, ~10× faster
-            i420 = cv2.cvtColor(np.ascontiguousarray(frame_rgb), cv2.COLOR_RGB2YUV_I420)
-            frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
-        else:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
-            frame = frame.reformat(format="yuv420p", dst_colorspace="ITU601", dst_color_range="MPEG")
+        # Sizes are even (checked above), so OpenCV's BT.601 limited-range RGB→I420 applies:
+        # ~10× faster than swscale's reformat for the same conversion.
+        i420 = cv2.cvtColor(np.ascontiguousarray(frame_rgb), cv2.COLOR_RGB2YUV_I420)
+        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         frame.pts = self.frames
         frame.time_base = self._video.codec_context.time_base
         self._container.mux(self._video.encode(frame))

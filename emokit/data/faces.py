@@ -16,7 +16,6 @@ and small/distant faces are still found (and flagged by the tracker).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import cv2
@@ -134,10 +133,6 @@ class FaceDetector:
                 break
         return boxes
 
-    def detect_many(self, frames: Sequence[np.ndarray]) -> list[list[FaceBox]]:
-        """Detections for each frame in order (a convenience for short clips and tests)."""
-        return [self(f) for f in frames]
-
     def close(self) -> None:
         for graph in (self._short, self._full):
             if graph is not None:
@@ -168,10 +163,3 @@ def _run(graph: object, small: np.ndarray, factor: float, w: int, h: int) -> lis
         boxes.append(FaceBox(x0, y0, x1, y1, float(det.score[0])))
     boxes.sort(key=lambda b: b.area, reverse=True)
     return boxes
-
-
-def boxes_array(boxes: Sequence[FaceBox]) -> np.ndarray:
-    """Boxes as float64 [N, 4] x0, y0, x1, y1 (empty → shape [0, 4])."""
-    if not boxes:
-        return np.zeros((0, 4), dtype=np.float64)
-    return np.array([b[:4] for b in boxes], dtype=np.float64)

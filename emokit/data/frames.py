@@ -9,7 +9,6 @@ YUV planes of that region.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import av
 import cv2
@@ -17,7 +16,7 @@ from av.video.reformatter import VideoReformatter
 import numpy as np
 
 from emokit.data.crop import crop_square
-from emokit.data.decode import _orientation, _to_rgb, read_video_frames
+from emokit.data.decode import _orientation, _to_rgb
 
 
 def _plane(frame: av.VideoFrame, i: int) -> np.ndarray:
@@ -54,11 +53,6 @@ class WindowFrames:
         self._scaler = VideoReformatter()  # one swscale context reused for every frame
         upright = _to_rgb(first, None).shape if not self._fast else (first.height, first.width)
         self.height, self.width = upright[0], upright[1]
-
-    @classmethod
-    def decode(cls, path: str | Path, start_s: float, end_s: float, fps: float = 30,
-               video_stream: int | None = None) -> WindowFrames:
-        return cls(list(read_video_frames(path, start_s, end_s, fps, video_stream)))
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -50,14 +50,6 @@ class FaceTrack:
     def longest_gap_s(self) -> float:
         return self.longest_gap / self.fps
 
-    def union_box(self) -> tuple[float, float, float, float]:
-        """Union of all per-frame boxes: EMO's face-region mask and the base of the clip crop."""
-        ok = np.isfinite(self.boxes).all(axis=1)
-        if not ok.any():
-            raise ValueError(NO_FACE)
-        b = self.boxes[ok]
-        return (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
-
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two x0, y0, x1, y1 boxes."""
