@@ -15,6 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from emokit.data.probe import container_origin_s, error_text
+
 # Seek this far before the window so codecs with pre-roll (AAC) are settled at start_s;
 # windows starting earlier than this decode from the beginning instead of seeking.
 SEEK_PREROLL_S = 0.5
@@ -24,11 +26,6 @@ __all__ = ["AudioError", "load_audio"]
 
 class AudioError(ValueError):
     """A file has no audio stream, cannot be decoded, or has no audio in the window (one line)."""
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
 
 
 def load_audio(
@@ -52,12 +49,12 @@ def load_audio(
     try:
         container = av.open(str(p), mode="r")
     except (av.FFmpegError, UnicodeDecodeError) as e:
-        raise AudioError(f"{p.name}: cannot open ({_one_line(e)})") from e
+        raise AudioError(f"{p.name}: cannot open ({error_text(e)})") from e
     with container:
         if not container.streams.audio:
             raise AudioError(f"{p.name}: no audio stream")
         stream = container.streams.audio[0]
-        origin = 0.0 if container.start_time is None else container.start_time / 1_000_000
+        origin = container_origin_s(container)
         # Window start as a sample index on the stream's own clock (pts scaled to sr).
         base = round((start_s + origin) * sr)
         n_out = None if end_s is None else round((end_s - start_s) * sr)
@@ -92,7 +89,7 @@ def _decode_window(container, stream, name, start_s, origin, base, n_out, sr):
             container.seek(0)
             pieces, bad, _ = _decode_from_here(container, stream, base, n_out, sr, check_late=False)
     except av.FFmpegError as e:
-        raise AudioError(f"{name}: cannot decode audio ({_one_line(e)})") from e
+        raise AudioError(f"{name}: cannot decode audio ({error_text(e)})") from e
     if not pieces and bad:
         raise AudioError(f"{name}: audio stream could not be decoded ({bad} bad packets)")
     if not pieces and not seeked:

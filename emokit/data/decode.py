@@ -23,6 +23,8 @@ import av
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 
+from emokit.data.probe import container_origin_s, error_text
+
 # Times rounded to the millisecond (as people and logs write them) still select the frame they
 # name; far below any real frame interval.
 PTS_TOLERANCE_S = 1e-3
@@ -34,11 +36,6 @@ class VideoError(ValueError):
     """A video cannot be opened or decoded, or a window does not fit it (one-line reason)."""
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
-
 def _open(path: str | Path) -> av.container.InputContainer:
     p = Path(path)
     if not p.is_file():
@@ -46,7 +43,7 @@ def _open(path: str | Path) -> av.container.InputContainer:
     try:
         return av.open(str(p), mode="r")
     except (av.FFmpegError, UnicodeDecodeError) as e:
-        raise VideoError(f"{p.name}: cannot open as a video ({_one_line(e)})") from e
+        raise VideoError(f"{p.name}: cannot open as a video ({error_text(e)})") from e
 
 
 def _pick_stream(container: av.container.InputContainer, video_stream: int | None, name: str):
@@ -63,12 +60,6 @@ def _pick_stream(container: av.container.InputContainer, video_stream: int | Non
     return stream
 
 
-def _origin_s(container: av.container.InputContainer) -> float:
-    """Container start time in seconds: subtracted from every pts (ffmpeg's convention)."""
-    start = container.start_time
-    return 0.0 if start is None else start / 1_000_000
-
-
 def frame_times(path: str | Path, video_stream: int | None = None, decode: bool = False) -> np.ndarray:
     """Presentation time (s) of every frame, in presentation order: frame index -> time.
 
@@ -81,7 +72,7 @@ def frame_times(path: str | Path, video_stream: int | None = None, decode: bool 
     with _open(path) as container:
         stream = _pick_stream(container, video_stream, name)
         tb = stream.time_base
-        origin = _origin_s(container)
+        origin = container_origin_s(container)
         pts: list[int] = []
         try:
             if not decode:
@@ -97,7 +88,7 @@ def frame_times(path: str | Path, video_stream: int | None = None, decode: bool 
                 stream.codec_context.thread_type = "AUTO"
                 pts = [f.pts for f in container.decode(stream) if f.pts is not None]
         except av.FFmpegError as e:
-            raise VideoError(f"{name}: cannot read video frames ({_one_line(e)})") from e
+            raise VideoError(f"{name}: cannot read video frames ({error_text(e)})") from e
     if not pts:
         raise VideoError(f"{name}: no video frames")
     return np.array(sorted(pts), dtype=np.int64) * float(tb) - origin
@@ -168,7 +159,7 @@ def _frames_from(container, stream, start_s: float, name: str) -> Iterator[tuple
     stream's beginning, where a start before the first frame is allowed.
     """
     tb = stream.time_base
-    origin = _origin_s(container)
+    origin = container_origin_s(container)
     begin_s = float(stream.start_time * tb) - origin if stream.start_time is not None else 0.0
     default_dt = 1.0 / float(stream.average_rate or stream.guessed_rate or 30)
     target, back = start_s, 1.0
@@ -285,4 +276,4 @@ def _sample_and_hold(container, stream, name, start_s, end_s, fps, n) -> Iterato
                 yield held
                 k += 1
         except av.FFmpegError as e:
-            raise VideoError(f"{name}: cannot decode video ({_one_line(e)})") from e
+            raise VideoError(f"{name}: cannot decode video ({error_text(e)})") from e

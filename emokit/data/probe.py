@@ -44,6 +44,11 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def error_text(err: BaseException) -> str:
+    """An FFmpeg/PyAV error as one line of text (its message, or its type when it has none)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def container_origin_s(container: av.container.InputContainer) -> float:
     """The container's start time. All emokit times are on the container clock (pts minus this),
     the clock ffmpeg prints and seeks on, so video and audio times agree across modules."""
