@@ -14,6 +14,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 from scenedetect.common import Timecode
 from scenedetect.detector import SceneDetector
@@ -92,6 +93,10 @@ def scan_scenes(info: VideoInfo, cfg: IngestConfig) -> SceneScan:
     with av.open(info.path, metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_type = "AUTO"
+        # Scene scores come from 256-wide copies: H.264/HEVC's in-loop deblocking is invisible
+        # there and costs ~25 % of the decode, so this pass skips it.
+        stream.codec_context.options = {"skip_loop_filter": "all"}
+        scaler = VideoReformatter()  # one swscale context for the whole pass (~2 ms a frame saved)
         tb = Fraction(stream.time_base)
         origin = container_origin_s(container)
         try:
@@ -107,7 +112,9 @@ def scan_scenes(info: VideoInfo, cfg: IngestConfig) -> SceneScan:
                 by_pts[(frame.pts, tb)] = len(times)
                 times.append(t)
                 durations.append(float(frame.duration * tb) if frame.duration else 0.0)
-                img = frame.to_ndarray(width=w, height=h, format="bgr24", interpolation="FAST_BILINEAR")
+                small = scaler.reformat(frame, width=w, height=h, format="bgr24",
+                                        interpolation="FAST_BILINEAR")
+                img = small.to_ndarray()
                 cut_times += detector.process_frame(tc, img)
                 last_tc = tc
         except av.FFmpegError as e:
