@@ -146,3 +146,48 @@ def test_base_size_model_has_wav2vec2_base_shape(tmp_path: Path, speech: np.ndar
     assert enc.random_init and (enc.num_layers, enc.dim) == (12, 768)
     out = enc(speech[:16000], 30)
     assert out.shape == (30, 12, 768)
+
+
+@pytest.mark.parametrize(
+    "norm, stable, head, safetensors",
+    [("group", False, "Wav2Vec2Model", True),  # wav2vec2-base layout
+     ("layer", True, "Wav2Vec2ForCTC", False),  # large-lv60 layout, a CTC checkpoint, .bin weights
+     ("layer", False, "Wav2Vec2Model", True)],
+)
+def test_own_network_matches_transformers_hidden_states(tmp_path, speech, norm, stable, head, safetensors):
+    import transformers
+
+    from emokit.data.wav2vec_net import Wav2Vec2Config, Wav2Vec2Net, load_weights, resolve_files
+
+    cfg = transformers.Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        feat_extract_norm=norm, do_stable_layer_norm=stable, conv_bias=True, vocab_size=12)
+    torch.manual_seed(0)
+    hf = getattr(transformers, head)(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    if not safetensors:  # older hub checkpoints ship only a pickled state dict
+        (tmp_path / "model.safetensors").unlink()
+        torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
+    config_file, _, weights = resolve_files(str(tmp_path), local_only=True)
+    assert weights.name == ("model.safetensors" if safetensors else "pytorch_model.bin")
+    ours = Wav2Vec2Net(Wav2Vec2Config.from_json(config_file)).eval()
+    ours.load_hf_state_dict(load_weights(weights))
+    x = torch.from_numpy(speech[None, 16000:16000 * 3].copy())
+    with torch.inference_mode():
+        ref = getattr(hf, "wav2vec2", hf)(x, output_hidden_states=True).hidden_states
+        got = ours(x)
+    assert got.shape[0] == len(ref) == 3
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+    assert ours.output_tokens(x.shape[1]) == got.shape[2]
+
+
+def test_bf16_tokens_stay_close_to_fp32(tiny: Path, speech: np.ndarray) -> None:
+    wav = speech[16000 * 3 : 16000 * 7]
+    full = AudioEncoder(tiny, precision="fp32")(wav, 120).astype(np.float32)
+    half = AudioEncoder(tiny, precision="bf16")(wav, 120).astype(np.float32)
+    cos = (full * half).sum(-1) / (np.linalg.norm(full, axis=-1) * np.linalg.norm(half, axis=-1))
+    assert cos.min() > 0.99 and not np.array_equal(full, half)
+    with pytest.raises(ValueError, match="precision"):
+        AudioEncoder(tiny, precision="int8")

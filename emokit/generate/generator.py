@@ -132,6 +132,7 @@ class Generator:
         encoder = AudioEncoder(
             audio_model, layers=audio_layers, device=dev,
             chunk_s=_LABEL.audio_chunk_s, overlap_s=_LABEL.audio_overlap_s,
+            precision=_LABEL.audio_precision,
         )
         self._setup(model, alphas_cumprod, encoder, dev, resolve_dtype(dtype, dev), frames,
                     motion_frames, timestep_spacing, crf, progress)
