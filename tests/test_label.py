@@ -22,7 +22,8 @@ import pytest
 
 from emokit.config import LabelConfig
 from emokit.data.ingest import ingest
-from emokit.data.label import label, label_window
+from emokit.data.label import label
+from emokit.data.label_video import label_window
 from emokit.data.schema import LABEL_COLUMNS, SCHEMA_VERSION, SHARD_SCHEMA, read_table
 from emokit.data.wav2vec import save_tiny_wav2vec
 
@@ -97,7 +98,7 @@ def test_last_shot_of_scene_cuts_has_several_faces(videos, tiny_w2v):
     # 7.884-10.02 s is the audience shot (shorter than 3 s, so ingest drops it: label it directly).
     window = dict(clip_id="audience", source_path=str(videos / "scene_cuts_multiface_2997fps.mp4"),
                   source_sha256="x", start_s=7.884, end_s=10.0, video_stream=0, has_audio=True)
-    (r,) = label_window(window, LabelConfig(size=96), None, bounds=(1.0, 12.0))
+    (r,) = label_window(window, LabelConfig(size=96), bounds=(1.0, 12.0)).rows
     assert (r["status"] == "rejected" and r["reason"]) or ("multi_face" in r["flags"] and r["max_faces"] > 1)
 
 

@@ -24,6 +24,10 @@ def label_command(
                      "(default facebook/wav2vec2-base-960h)."),
     ] = None,
     shard_size: Annotated[int | None, typer.Option("--shard-size", help="Clips per shard.")] = None,
+    audio_device: Annotated[
+        str, typer.Option("--audio-device", help="Where Wav2Vec2 runs: auto (CUDA if available), "
+                          "cpu, cuda, cuda:N.")
+    ] = "auto",
     workers: Workers = None,
     engine: Engine = "local",
     config: ConfigFile = None,
@@ -35,8 +39,8 @@ def label_command(
 
     Example: emokit label data/mydataset --audio-model ./wav2vec2-base-960h --workers 2
     """
-    from emokit.data.label import label  # heavy (torch, mediapipe): import when the command runs
-    from emokit.data.wav2vec import AudioModelError
+    from emokit.data.label import label  # heavy (mediapipe, av): import when the command runs
+    from emokit.data.audio_model import AudioModelError
 
     recipe = setup(config, verbose, quiet)
     overrides = {k: v for k, v in
@@ -45,7 +49,8 @@ def label_command(
     cfg = dataclasses.replace(recipe.label, **overrides)
     bounds = (recipe.ingest.min_clip_s, recipe.ingest.max_clip_s)
     try:
-        s = label(dataset, cfg, bounds, workers=workers, engine=engine, progress=not quiet)
+        s = label(dataset, cfg, bounds, workers=workers, engine=engine, progress=not quiet,
+                  audio_device=audio_device)
     except (FileNotFoundError, AudioModelError, ValueError, RuntimeError) as e:
         fail(str(e), code=2)
     typer.echo(

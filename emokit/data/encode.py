@@ -54,12 +54,13 @@ class Mp4Writer:
         audio_sr: int = 16000,
         preset: str = "veryfast",
         audio_bitrate: int | None = None,
+        threads: int | None = None,
     ) -> None:
         self.fps = _rate(fps)
         self.size = size
         if size is not None:
             self._check_size(size)
-        self.crf, self.preset = int(crf), preset
+        self.crf, self.preset, self.threads = int(crf), preset, threads
         if audio is not None:
             audio = np.asarray(audio, dtype=np.float32)
             if audio.ndim != 1:
@@ -101,6 +102,8 @@ class Mp4Writer:
         c = self._container
         # A keyframe every second: trainers seek to random frames inside a clip.
         opts = {"crf": str(self.crf), "preset": self.preset, "g": str(max(1, round(float(self.fps))))}
+        if self.threads:
+            opts["threads"] = str(self.threads)
         v = c.add_stream("libx264", rate=self.fps, options=opts)
         v.width, v.height, v.pix_fmt = w, h, "yuv420p"
         v.time_base = 1 / self.fps
@@ -211,10 +214,12 @@ def encode_mp4(
     audio_sr: int = 16000,
     crf: int = 18,
     preset: str = "veryfast",
+    threads: int | None = None,
 ) -> bytes:
     """mp4 bytes of RGB frames (+ mono audio cut/padded to the video): a shard cell's content."""
     buf = io.BytesIO()
-    with Mp4Writer(buf, fps=fps, crf=crf, audio=audio, audio_sr=audio_sr, preset=preset) as w:
+    with Mp4Writer(buf, fps=fps, crf=crf, audio=audio, audio_sr=audio_sr, preset=preset,
+                   threads=threads) as w:
         for frame in frames:
             w.write(frame)
     return buf.getvalue()

@@ -1,8 +1,12 @@
 """`emokit label`: clip windows → 30 FPS face crops, boxes, head pose, velocities, Wav2Vec tokens,
 quality flags → self-contained Parquet shards.
 
-:func:`label_window` is the stage function: one manifest window in, its shard rows out (one per
-clip after jump-cut splitting, or one rejected row with a reason); it never raises for bad input.
+Two halves. The video stage (:func:`emokit.data.label_video.label_window`) runs in worker
+processes, one manifest window each, and never imports torch. Wav2Vec2 runs once, here in the
+parent, on the audio the workers hand back: one model load per run instead of one per worker
+(torch + transformers cost ~4 s of CPU to import), on the GPU when there is one, loaded in a
+background thread while the workers start.
+
 :func:`label` groups the manifest's usable windows into fixed shards (window i goes to shard
 i // shard_size), runs the stage over the windows of shards not yet written, and writes each shard
 atomically as soon as its windows are done — a killed run loses at most the shards in flight, and a
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter, defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,212 +28,20 @@ from tqdm import tqdm
 
 from emokit.config import LabelConfig, as_dict
 from emokit.data.atomic import remove_stale_temps
-from emokit.data.audio import AudioError, load_audio
-from emokit.data.crop import CropError, clip_crop_box, to_crop_coords, union_box
-from emokit.data.decode import VideoError, read_video_frames
-from emokit.data.encode import encode_mp4
+from emokit.data.audio_model import PRECISIONS, check_audio_model
 from emokit.data.executor import Failed, run
-from emokit.data.faces import FaceBox, FaceDetector
-from emokit.data.frames import WindowFrames
-from emokit.data.ingest import MANIFEST, clip_id, reason_kind
-from emokit.data.jumpcuts import find_jump_cuts
-from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity
-from emokit.data.quality import HandsDetector, caption_score
-from emokit.data.schema import OK, REJECTED, SHARD_SCHEMA, read_table, write_table
-from emokit.data.track import NO_FACE, face_missing, track_main_face
-from emokit.data.wav2vec import AudioEncoder
-from emokit.data.windows import frame_windows
+from emokit.data.ingest import MANIFEST, reason_kind
+from emokit.data.label_video import WindowLabels, label_window
+from emokit.data.schema import OK, SHARD_SCHEMA, read_table, write_table
 
 SHARDS = "shards"
-CAPTION_WIDTH = 640  # caption_score's working width
-CAPTION_SAMPLES = 12
-HANDS_EVERY = 15  # hands are a clip-level flag: two looks per second are plenty
-CAPTION_FLAG = 0.5
-HANDS_FLAG = 0.2
+# Wav2Vec2-base tokens 10 s of audio in ~0.7 s of one core (bf16) while a worker needs ~4 s for
+# the same window's video: one parent thread per four workers keeps up.
+WORKERS_PER_AUDIO_THREAD = 4
 
 
 def shard_path(dataset: Path, index: int) -> Path:
     return dataset / SHARDS / f"shard-{index:05d}.parquet"
-
-
-def _base_row(window: dict[str, Any]) -> dict[str, Any]:
-    row = dict.fromkeys(SHARD_SCHEMA.names)
-    row.update(parent_clip_id=window["clip_id"], source_path=window["source_path"],
-               source_sha256=window["source_sha256"])
-    return row
-
-
-def _rejected(window: dict[str, Any], reason: str) -> dict[str, Any]:
-    row = _base_row(window)
-    row.update(clip_id=window["clip_id"], part=0, status=REJECTED, reason=reason,
-               start_s=window["start_s"], end_s=window["end_s"], has_audio=window["has_audio"])
-    return row
-
-
-class _Models:
-    """Per-process models, loaded once and reused for every window that process labels."""
-
-    encoders: dict[tuple[str, str], AudioEncoder] = {}
-
-    @classmethod
-    def audio(cls, model: str, layers: str, cfg: LabelConfig) -> AudioEncoder:
-        key = (model, layers)
-        if key not in cls.encoders:
-            cls.encoders[key] = AudioEncoder(model, layers=layers, chunk_s=cfg.audio_chunk_s,
-                                             overlap_s=cfg.audio_overlap_s)
-        return cls.encoders[key]
-
-
-def _poses(crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    with HeadPoseEstimator() as est:
-        return fill_missing([est(c) for c in crops])
-
-
-@dataclass
-class _Part:
-    start: int  # frame indices into the window's 30 FPS frames, end exclusive
-    end: int
-    crop_box: tuple[int, int, int, int]
-    crops: list[np.ndarray]
-    poses: np.ndarray
-    pose_found: np.ndarray
-
-
-def _make_part(frames: WindowFrames, boxes, start, end, cfg) -> _Part:
-    crop_box = clip_crop_box(boxes[start:end], cfg.crop_scale, frames.size)
-    crops = [frames.crop(i, crop_box, cfg.size) for i in range(start, end)]
-    poses, found = _poses(crops)
-    return _Part(start, end, crop_box, crops, poses, found)
-
-
-def _decode_and_detect(window: dict[str, Any], cfg: LabelConfig):
-    """Decode the window once, detecting faces on small RGB copies as frames arrive.
-
-    Returns (frames, detections in full-frame pixels, None) or (None, None, reason). A run of
-    frames without any face longer than ``max_gap_s`` rejects the clip whatever follows (the main
-    face would have that gap), so decoding stops there: faceless footage costs a fraction of a
-    second instead of a full decode.
-    """
-    max_gap = round(cfg.max_gap_s * cfg.fps)
-    frames: WindowFrames | None = None
-    detections: list[list[FaceBox]] = []
-    gap = 0
-    seen = False
-    source = read_video_frames(window["source_path"], window["start_s"], window["end_s"], cfg.fps,
-                               window["video_stream"])
-    with FaceDetector(cfg.min_face_confidence, cfg.detect_width) as detector:
-        for frame in source:
-            if frames is None:
-                frames = WindowFrames([frame])
-                k = frames.width / min(frames.width, cfg.detect_width)
-            else:
-                frames.frames.append(frame)
-            boxes = detector(frames.small(len(frames) - 1, cfg.detect_width))
-            detections.append([FaceBox(b.x0 * k, b.y0 * k, b.x1 * k, b.y1 * k, b.score) for b in boxes])
-            seen |= bool(boxes)
-            gap = 0 if boxes else gap + 1
-            if gap > max_gap:
-                return None, None, face_missing(gap / cfg.fps) if seen else NO_FACE
-    return frames, detections, None
-
-
-def label_window(
-    window: dict[str, Any],
-    cfg: LabelConfig,
-    audio_model: str | None,
-    bounds: tuple[float, float] = (3.0, 12.0),
-) -> list[dict[str, Any]]:
-    """Shard rows for one manifest window (see module docstring). ``audio_model`` None skips
-    Wav2Vec (clips get the no_audio flag); ``bounds`` are the clip length limits in seconds,
-    kept when a jump cut splits the window."""
-    fps = cfg.fps
-    try:
-        frames, detections, reason = _decode_and_detect(window, cfg)
-    except VideoError as e:
-        return [_rejected(window, f"cannot decode: {e}")]
-    if reason is not None:
-        return [_rejected(window, reason)]
-    track = track_main_face(detections, fps, cfg.max_gap_s, frames.size, cfg.min_face_frac)
-    if not track.ok:
-        return [_rejected(window, track.reason)]
-    try:
-        return _label_track(window, cfg, audio_model, bounds, frames, track)
-    except PoseError:
-        return [_rejected(window, "no head pose (face mesh found no face in the crop)")]
-    except CropError as e:
-        return [_rejected(window, f"cannot crop: {e}")]
-
-
-def _label_track(window, cfg, audio_model, bounds, frames: WindowFrames, track) -> list[dict[str, Any]]:
-    fps = cfg.fps
-    boxes = track.boxes
-    whole = _make_part(frames, boxes, 0, len(frames), cfg)
-    cuts = find_jump_cuts(boxes, whole.poses[:, :3], cfg.jump_box_frac, cfg.jump_rotation_deg)
-    pieces = frame_windows(len(frames), fps, cuts, *bounds)
-    if not pieces:
-        return [_rejected(window, f"jump cuts at frames {cuts} leave no piece of {bounds[0]:g} s or more")]
-    split = pieces != [(0, len(frames))]
-    parts = [whole] if not split else [_make_part(frames, boxes, a, b, cfg) for a, b in pieces]
-    step = max(1, len(frames) // CAPTION_SAMPLES)
-    captions = caption_score([frames.small(i, CAPTION_WIDTH, "AREA")
-                              for i in range(0, len(frames), step)][:CAPTION_SAMPLES])
-    rows = []
-    for k, part in enumerate(parts):
-        rows.append(_part_row(window, cfg, audio_model, track, part, k, split, captions))
-    return rows
-
-
-def _part_row(window, cfg, audio_model, track, part: _Part, k: int, split: bool, captions: float):
-    fps = cfg.fps
-    n = part.end - part.start
-    start_s = window["start_s"] + part.start / fps
-    end_s = window["start_s"] + part.end / fps
-    row = _base_row(window)
-    cid = window["clip_id"] if not split else clip_id(window["source_sha256"], -part.start, -part.end)
-    row.update(clip_id=cid, part=k, status=OK, start_s=start_s, end_s=end_s, fps=fps, num_frames=n,
-               size=cfg.size, crop_box=list(map(float, part.crop_box)), jump_cut_split=split)
-    flags: list[str] = []
-    audio = None
-    if window["has_audio"] and audio_model is not None:
-        try:
-            audio = load_audio(window["source_path"], start_s, end_s, 16000)
-        except AudioError as e:
-            flags.append("audio_error")
-            row["reason"] = f"audio: {e}"
-    if audio is not None:
-        enc = _Models.audio(audio_model, cfg.audio_layers, cfg)
-        tokens = enc(audio, n, fps)
-        row.update(audio_model=audio_model, audio_shape=list(tokens.shape),
-                   audio_embeddings=np.ascontiguousarray(tokens, dtype="<f2").tobytes())
-    else:
-        flags.append("no_audio")
-    row["has_audio"] = audio is not None
-    row["video_mp4"] = encode_mp4(part.crops, fps=fps, audio=audio, audio_sr=16000, crf=cfg.crf)
-    boxes = to_crop_coords(track.boxes[part.start:part.end], part.crop_box, cfg.size)
-    speed, axes = rotation_velocity(part.poses)
-    with HandsDetector(every=HANDS_EVERY) as hands:
-        hands_frac = hands(part.crops)
-    counts = track.face_counts[part.start:part.end]
-    detected = track.detected[part.start:part.end]
-    row.update(
-        face_boxes=boxes.astype(np.float32).tolist(), face_detected=detected.tolist(),
-        face_mask_box=list(map(float, union_box(boxes))),
-        pose=part.poses.astype(np.float32).tolist(), velocity=speed.astype(np.float32).tolist(),
-        velocity_axes=axes.astype(np.float32).tolist(),
-        max_faces=int(track.max_faces), face_frac=float(track.face_frac),
-        hands_frac=float(hands_frac), caption_score=float(captions),
-        gap_frames=int((~detected).sum()),
-    )
-    if track.max_faces > 1 or counts.max(initial=0) > 1:
-        flags.append("multi_face")
-    if hands_frac >= HANDS_FLAG:
-        flags.append("hands")
-    if captions >= CAPTION_FLAG:
-        flags.append("captions")
-    if not part.pose_found.all():
-        flags.append("pose_gaps")
-    row["flags"] = sorted(set(flags))
-    return row
 
 
 @dataclass
@@ -248,21 +61,64 @@ class LabelSummary:
         return Counter(reason_kind(r) for r in self.rejected.values())
 
 
-class _LabelOne:
-    """Picklable stage callable; caps torch threads so parallel workers do not oversubscribe."""
+class _VideoStage:
+    """Picklable worker stage; caps OpenCV's and x264's threads so workers do not oversubscribe."""
 
-    def __init__(self, cfg: LabelConfig, audio_model: str | None, bounds, threads: int) -> None:
-        self.cfg, self.audio_model, self.bounds, self.threads = cfg, audio_model, bounds, threads
+    def __init__(self, cfg: LabelConfig, bounds: tuple[float, float], threads: int) -> None:
+        self.cfg, self.bounds, self.threads = cfg, bounds, threads
 
-    def __call__(self, window: dict[str, Any]) -> list[dict[str, Any]]:
+    def __call__(self, window: dict[str, Any]) -> WindowLabels:
+        import cv2
+
+        before = cv2.getNumThreads()
+        cv2.setNumThreads(self.threads)
+        try:
+            return label_window(window, self.cfg, self.bounds, threads=self.threads)
+        finally:
+            cv2.setNumThreads(before)  # in-process runs (workers=1) leave the caller as it was
+
+
+class _AudioStage:
+    """Wav2Vec2 tokens for the windows the workers label, computed in this (the parent) process."""
+
+    def __init__(self, cfg: LabelConfig, device: str, threads: int, needed: bool) -> None:
+        self.cfg = cfg
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="emokit-wav2vec")
+        # Not loaded at all when no window has audio (no hub lookups for silent datasets).
+        self._encoder: Future | None = self._pool.submit(self._load, device, threads) if needed else None
+
+    def _load(self, device: str, threads: int):
         import torch
 
-        before = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            return label_window(window, self.cfg, self.audio_model, self.bounds)
-        finally:
-            torch.set_num_threads(before)  # in-process runs (workers=1) leave the caller as it was
+        from emokit.data.wav2vec import AudioEncoder
+
+        torch.set_num_threads(threads)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        cfg = self.cfg
+        return AudioEncoder(cfg.audio_model, layers=cfg.audio_layers, device=device,
+                            chunk_s=cfg.audio_chunk_s, overlap_s=cfg.audio_overlap_s,
+                            precision=cfg.audio_precision)
+
+    def attach(self, labels: WindowLabels) -> None:
+        """Add tokens to the window's ok rows (the window's tokens, sliced per clip) or flag
+        no_audio. Raises AudioModelError if the model failed to load."""
+        ok = [(row, off) for row, off in zip(labels.rows, labels.offsets) if row["status"] == OK]
+        if not ok:
+            return
+        tokens = None
+        if labels.audio is not None and self._encoder is not None:
+            tokens = self._encoder.result()(labels.audio, labels.frames, self.cfg.fps)
+        for row, off in ok:
+            if tokens is None:
+                row["flags"] = sorted({*row["flags"], "no_audio"})
+                continue
+            part = np.ascontiguousarray(tokens[off:off + row["num_frames"]], dtype="<f2")
+            row.update(audio_model=self.cfg.audio_model, audio_shape=list(part.shape),
+                       audio_embeddings=part.tobytes())
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def usable_windows(dataset: Path) -> list[dict[str, Any]]:
@@ -280,8 +136,12 @@ def label(
     workers: int | None = None,
     engine: str = "local",
     progress: bool = True,
+    audio_device: str = "auto",
 ) -> LabelSummary:
-    """Label every usable window of ``dataset``'s manifest into ``dataset/shards``; resumable."""
+    """Label every usable window of ``dataset``'s manifest into ``dataset/shards``; resumable.
+
+    ``audio_device``: where Wav2Vec2 runs ("auto" = CUDA when available, else the CPU).
+    """
     cfg = cfg or LabelConfig()
     dataset = Path(dataset)
     windows = usable_windows(dataset)
@@ -296,32 +156,42 @@ def label(
     todo = [k for k in range(len(groups)) if not _shard_done(shard_path(dataset, k), groups[k], meta)]
     summary.shards_skipped = len(groups) - len(todo)
     pending = [(k, j, w) for k in todo for j, w in enumerate(groups[k])]
-    audio_model = cfg.audio_model
-    if any(w["has_audio"] for _, _, w in pending):
-        _Models.audio(audio_model, cfg.audio_layers, cfg)  # fail fast, before any worker starts
-    n_workers = workers or os.cpu_count() or 1
-    threads = max(1, (os.cpu_count() or 1) // max(1, n_workers))
-    stage = _LabelOne(cfg, audio_model, bounds, threads)
+    if cfg.audio_precision not in PRECISIONS:
+        raise ValueError(f"audio_precision must be one of {', '.join(PRECISIONS)}, "
+                         f"got {cfg.audio_precision!r}")
+    needs_audio = any(w["has_audio"] for _, _, w in pending)
+    if needs_audio:
+        check_audio_model(cfg.audio_model)  # fail fast on the common mistakes, before any work
+    cores = os.cpu_count() or 1
+    n_workers = min(workers or cores, max(1, len(pending)))
+    audio_threads = max(1, n_workers // WORKERS_PER_AUDIO_THREAD) if n_workers > 1 else cores
+    audio = _AudioStage(cfg, audio_device, audio_threads, needs_audio)
+    stage = _VideoStage(cfg, bounds, max(1, cores // n_workers))
     results: dict[int, dict[int, list[dict[str, Any]]]] = defaultdict(dict)
     failed: set[int] = set()
     bar = tqdm(total=len(pending), desc="label", unit="clip", disable=not progress)
-    for done in run(stage, [w for _, _, w in pending], workers=n_workers, engine=engine):
-        k, j, window = pending[done.index]
-        rows = done.result
-        if isinstance(rows, Failed):  # reported, and its shard left unwritten: a rerun retries it
-            summary.rejected[window["clip_id"]] = f"internal error: {rows.reason}"
-            failed.add(k)
-            rows = []
-        results[k][j] = rows
-        bar.update()
-        if len(results[k]) == len(groups[k]):
-            by_window = results.pop(k)
-            if k in failed:
-                continue
-            shard_rows = [r for jj in range(len(groups[k])) for r in by_window[jj]]
-            write_table(shard_rows, SHARD_SCHEMA, shard_path(dataset, k), "shard", meta, row_group_size=1)
-            summary.shards_written += 1
-    bar.close()
+    try:
+        for done in run(stage, [w for _, _, w in pending], workers=n_workers, engine=engine):
+            k, j, window = pending[done.index]
+            labels = done.result
+            if isinstance(labels, Failed):  # reported, its shard left unwritten: a rerun retries it
+                summary.rejected[window["clip_id"]] = f"internal error: {labels.reason}"
+                failed.add(k)
+                labels = WindowLabels([])
+            audio.attach(labels)
+            results[k][j] = labels.rows
+            bar.update()
+            if len(results[k]) == len(groups[k]):
+                by_window = results.pop(k)
+                if k in failed:
+                    continue
+                shard_rows = [r for jj in range(len(groups[k])) for r in by_window[jj]]
+                write_table(shard_rows, SHARD_SCHEMA, shard_path(dataset, k), "shard", meta,
+                            row_group_size=1)
+                summary.shards_written += 1
+    finally:
+        bar.close()
+        audio.close()
     _count(summary, dataset, len(groups))
     return summary
 

@@ -1,0 +1,229 @@
+"""The video half of `emokit label`: one manifest window → its clips' crops, boxes, pose, flags.
+
+:func:`label_window` is the worker stage: it decodes the window once at 30 FPS, detects and tracks
+the main face, splits at jump cuts, crops, estimates head pose, encodes the crop mp4 (with the
+window's audio) and returns the shard rows plus the window's 16 kHz audio. It never imports torch:
+Wav2Vec2 runs once in the parent process on that audio (see emokit.data.label), so workers start in
+under a second instead of paying torch + transformers (~4 s of CPU each) for every process.
+It never raises for bad input: a bad window is one rejected row with a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from emokit.config import LabelConfig
+from emokit.data.audio import AudioError, load_audio
+from emokit.data.crop import CropError, clip_crop_box, to_crop_coords, union_box
+from emokit.data.decode import VideoError, read_video_frames
+from emokit.data.encode import encode_mp4
+from emokit.data.faces import FaceBox, FaceDetector
+from emokit.data.frames import WindowFrames, reusable
+from emokit.data.ingest import clip_id
+from emokit.data.jumpcuts import find_jump_cuts
+from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity
+from emokit.data.quality import HandsDetector, caption_score
+from emokit.data.schema import OK, REJECTED, SHARD_SCHEMA
+from emokit.data.track import NO_FACE, face_missing, track_main_face
+from emokit.data.windows import frame_windows
+
+AUDIO_SR = 16000  # wav2vec's rate; also the crop mp4's audio rate
+CAPTION_WIDTH = 640  # caption_score's working width
+CAPTION_SAMPLES = 12
+HANDS_EVERY = 15  # hands are a clip-level flag: two looks per second are plenty
+CAPTION_FLAG = 0.5
+HANDS_FLAG = 0.2
+
+__all__ = ["WindowLabels", "label_window"]
+
+
+@dataclass
+class WindowLabels:
+    """A window's shard rows (audio tokens not yet attached) and what the audio stage needs."""
+
+    rows: list[dict[str, Any]]
+    frames: int = 0  # the window's frame count at cfg.fps
+    offsets: list[int] = field(default_factory=list)  # first window frame of each row (ok rows)
+    audio: np.ndarray | None = None  # the window's mono 16 kHz audio, when it has usable audio
+
+
+def _base_row(window: dict[str, Any]) -> dict[str, Any]:
+    row = dict.fromkeys(SHARD_SCHEMA.names)
+    row.update(parent_clip_id=window["clip_id"], source_path=window["source_path"],
+               source_sha256=window["source_sha256"])
+    return row
+
+
+def _rejected(window: dict[str, Any], reason: str) -> WindowLabels:
+    row = _base_row(window)
+    row.update(clip_id=window["clip_id"], part=0, status=REJECTED, reason=reason,
+               start_s=window["start_s"], end_s=window["end_s"], has_audio=window["has_audio"])
+    return WindowLabels([row])
+
+
+def _poses(crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    with HeadPoseEstimator() as est:
+        return fill_missing([est(c) for c in crops])
+
+
+@dataclass
+class _Part:
+    start: int  # frame indices into the window's 30 FPS frames, end exclusive
+    end: int
+    crop_box: tuple[int, int, int, int]
+    crops: list[np.ndarray]
+    poses: np.ndarray
+    pose_found: np.ndarray
+
+
+def _make_part(frames: WindowFrames, boxes, start, end, cfg) -> _Part:
+    crop_box = clip_crop_box(boxes[start:end], cfg.crop_scale, frames.size)
+    # Crops go to reusable memory indexed by window frame (parts never overlap), see frames.py.
+    store = reusable("crops", (len(frames), cfg.size, cfg.size, 3))
+    crops = []
+    for i in range(start, end):
+        np.copyto(store[i], frames.crop(i, crop_box, cfg.size))
+        crops.append(store[i])
+    poses, found = _poses(crops)
+    return _Part(start, end, crop_box, crops, poses, found)
+
+
+@dataclass
+class _Decoded:
+    frames: WindowFrames
+    detections: list[list[FaceBox]]  # per output frame, full-frame pixels
+    caption_frames: list[np.ndarray]  # CAPTION_SAMPLES small copies spread over the window
+
+
+def _decode_and_detect(window: dict[str, Any], cfg: LabelConfig) -> _Decoded | str:
+    """Decode the window once, detecting faces on small RGB copies as frames arrive.
+
+    Returns what label needs or a rejection reason. A run of frames without any face longer than
+    ``max_gap_s`` rejects the clip whatever follows (the main face would have that gap), so
+    decoding stops there: faceless footage costs a fraction of a second instead of a full decode.
+    """
+    max_gap = round(cfg.max_gap_s * cfg.fps)
+    n = round((window["end_s"] - window["start_s"]) * cfg.fps)
+    step = max(1, n // CAPTION_SAMPLES)
+    caption_at = set(range(0, n, step)[:CAPTION_SAMPLES])
+    frames: WindowFrames | None = None
+    detections: list[list[FaceBox]] = []
+    captions: list[np.ndarray] = []
+    gap = 0
+    seen = False
+    source = read_video_frames(window["source_path"], window["start_s"], window["end_s"], cfg.fps,
+                               window["video_stream"])
+    with FaceDetector(cfg.min_face_confidence, cfg.detect_width) as detector:
+        for i, frame in enumerate(source):
+            if frames is None:
+                frames = WindowFrames(frame, n)
+                k = frames.width / min(frames.width, cfg.detect_width)
+            frames.add(frame)
+            if i in caption_at:
+                captions.append(frames.small(frame, CAPTION_WIDTH, "AREA"))
+            boxes = detector(frames.small(frame, cfg.detect_width))
+            detections.append([FaceBox(b.x0 * k, b.y0 * k, b.x1 * k, b.y1 * k, b.score) for b in boxes])
+            seen |= bool(boxes)
+            gap = 0 if boxes else gap + 1
+            if gap > max_gap:
+                return face_missing(gap / cfg.fps) if seen else NO_FACE
+    return _Decoded(frames, detections, captions)
+
+
+def label_window(
+    window: dict[str, Any],
+    cfg: LabelConfig,
+    bounds: tuple[float, float] = (3.0, 12.0),
+    threads: int | None = None,
+) -> WindowLabels:
+    """Rows for one manifest window: one per clip after jump-cut splitting, or one rejected row.
+
+    ``bounds`` are the clip length limits in seconds, kept when a jump cut splits the window;
+    ``threads`` caps the crop encoder's threads (None: x264's default, ~1.5 per core).
+    """
+    try:
+        decoded = _decode_and_detect(window, cfg)
+    except VideoError as e:
+        return _rejected(window, f"cannot decode: {e}")
+    if isinstance(decoded, str):
+        return _rejected(window, decoded)
+    frames = decoded.frames
+    track = track_main_face(decoded.detections, cfg.fps, cfg.max_gap_s, frames.size,
+                            cfg.min_face_frac)
+    if not track.ok:
+        return _rejected(window, track.reason)
+    try:
+        return _label_track(window, cfg, bounds, frames, track, caption_score(decoded.caption_frames),
+                            threads)
+    except PoseError:
+        return _rejected(window, "no head pose (face mesh found no face in the crop)")
+    except CropError as e:
+        return _rejected(window, f"cannot crop: {e}")
+
+
+def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, threads) -> WindowLabels:
+    fps = cfg.fps
+    boxes = track.boxes
+    whole = _make_part(frames, boxes, 0, len(frames), cfg)
+    cuts = find_jump_cuts(boxes, whole.poses[:, :3], cfg.jump_box_frac, cfg.jump_rotation_deg)
+    pieces = frame_windows(len(frames), fps, cuts, *bounds)
+    if not pieces:
+        return _rejected(window, f"jump cuts at frames {cuts} leave no piece of {bounds[0]:g} s or more")
+    split = pieces != [(0, len(frames))]
+    parts = [whole] if not split else [_make_part(frames, boxes, a, b, cfg) for a, b in pieces]
+    audio, audio_reason = None, None
+    if window["has_audio"]:
+        try:
+            audio = load_audio(window["source_path"], window["start_s"],
+                               window["start_s"] + len(frames) / fps, AUDIO_SR)
+        except AudioError as e:
+            audio_reason = f"audio: {e}"
+    rows = [_part_row(window, cfg, track, part, k, split, captions, audio, audio_reason, threads)
+            for k, part in enumerate(parts)]
+    return WindowLabels(rows, len(frames), [p.start for p in parts], audio)
+
+
+def _part_row(window, cfg, track, part: _Part, k, split, captions, audio, audio_reason, threads):
+    fps = cfg.fps
+    n = part.end - part.start
+    start_s = window["start_s"] + part.start / fps
+    end_s = window["start_s"] + part.end / fps
+    row = _base_row(window)
+    cid = window["clip_id"] if not split else clip_id(window["source_sha256"], -part.start, -part.end)
+    row.update(clip_id=cid, part=k, status=OK, start_s=start_s, end_s=end_s, fps=fps, num_frames=n,
+               size=cfg.size, crop_box=list(map(float, part.crop_box)), jump_cut_split=split,
+               has_audio=audio is not None, reason=audio_reason)
+    flags = ["audio_error"] if audio_reason else []
+    part_audio = None
+    if audio is not None:
+        part_audio = audio[round(part.start / fps * AUDIO_SR):round(part.end / fps * AUDIO_SR)]
+    row["video_mp4"] = encode_mp4(part.crops, fps=fps, audio=part_audio, audio_sr=AUDIO_SR,
+                                  crf=cfg.crf, preset=cfg.x264_preset, threads=threads)
+    boxes = to_crop_coords(track.boxes[part.start:part.end], part.crop_box, cfg.size)
+    speed, axes = rotation_velocity(part.poses)
+    with HandsDetector(every=HANDS_EVERY) as hands:
+        hands_frac = hands(part.crops)
+    counts = track.face_counts[part.start:part.end]
+    detected = track.detected[part.start:part.end]
+    row.update(
+        face_boxes=boxes.astype(np.float32).tolist(), face_detected=detected.tolist(),
+        face_mask_box=list(map(float, union_box(boxes))),
+        pose=part.poses.astype(np.float32).tolist(), velocity=speed.astype(np.float32).tolist(),
+        velocity_axes=axes.astype(np.float32).tolist(),
+        max_faces=int(track.max_faces), face_frac=float(track.face_frac),
+        hands_frac=float(hands_frac), caption_score=float(captions),
+        gap_frames=int((~detected).sum()),
+    )
+    if track.max_faces > 1 or counts.max(initial=0) > 1:
+        flags.append("multi_face")
+    if hands_frac >= HANDS_FLAG:
+        flags.append("hands")
+    if captions >= CAPTION_FLAG:
+        flags.append("captions")
+    if not part.pose_found.all():
+        flags.append("pose_gaps")
+    row["flags"] = sorted(set(flags))
+    return row
