@@ -228,3 +228,28 @@ def test_inspect_writes_contact_sheet_pose_plot_and_table(labelled):
     for x in ok:
         assert x["clip_id"][:12] in r.stdout
     assert "contact sheet:" in r.stdout
+
+
+def test_kept_face_region_gives_the_same_clip_as_whole_frames(videos, monkeypatch):
+    """Label keeps only a square around the first face of each frame; the clip must be exactly
+    what whole frames give, and a crop leaving the kept square must fall back to whole frames."""
+    from emokit.data import label_video
+
+    window = dict(clip_id="w", source_path=str(videos / "speaker_a_25fps_1080x1920.mp4"),
+                  source_sha256="x", start_s=1.0, end_s=4.5, video_stream=0, has_audio=True)
+    cfg = LabelConfig(size=128)
+    keeps = []
+    real = label_video._label_decoded
+    monkeypatch.setattr(label_video, "_label_decoded", lambda *a: keeps.append(a[-1]) or real(*a))
+    kept = label_window(window, cfg, threads=1)
+    assert keeps == [label_video.KEEP_FACE_SIDES]  # a talking head stays inside: no second decode
+    keeps.clear()
+    monkeypatch.setattr(label_video, "KEEP_FACE_SIDES", 1.0)  # a ×1.5 crop never fits in ×1
+    whole = label_window(window, cfg, threads=1)
+    assert keeps == [1.0, None]
+    (a,), (b,) = kept.rows, whole.rows
+    assert a["status"] == "ok" and a["num_frames"] == 105
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == b[key], key
+    np.testing.assert_array_equal(kept.audio, whole.audio)

@@ -17,7 +17,7 @@ import numpy as np
 
 from emokit.config import LabelConfig
 from emokit.data.audio import AudioError, load_audio
-from emokit.data.crop import CropError, clip_crop_box, to_crop_coords, union_box
+from emokit.data.crop import CropError, clip_crop_box, square_crop_box, to_crop_coords, union_box
 from emokit.data.decode import VideoError, read_video_frames
 from emokit.data.encode import encode_mp4
 from emokit.data.faces import FaceBox, FaceDetector
@@ -36,6 +36,10 @@ CAPTION_SAMPLES = 12
 HANDS_EVERY = 15  # hands are a clip-level flag: two looks per second are plenty
 CAPTION_FLAG = 0.5
 HANDS_FLAG = 0.2
+# Frames are kept as a square of this many face sides around the first face (see
+# WindowFrames.keep); a clip whose crop leaves it (the head moved more than ~0.6 face widths)
+# is decoded again with whole frames.
+KEEP_FACE_SIDES = 3.0
 
 __all__ = ["WindowLabels", "label_window"]
 
@@ -79,8 +83,14 @@ class _Part:
     pose_found: np.ndarray
 
 
+class _NotKept(Exception):
+    """The clip's crop leaves the part of the frames that was kept: decode again, whole."""
+
+
 def _make_part(frames: WindowFrames, boxes, start, end, cfg) -> _Part:
     crop_box = clip_crop_box(boxes[start:end], cfg.crop_scale, frames.size)
+    if not frames.covers(crop_box):
+        raise _NotKept
     # Crops go to reusable memory indexed by window frame (parts never overlap), see frames.py.
     store = reusable("crops", (len(frames), cfg.size, cfg.size, 3))
     crops = []
@@ -98,10 +108,11 @@ class _Decoded:
     caption_frames: list[np.ndarray]  # CAPTION_SAMPLES small copies spread over the window
 
 
-def _decode_and_detect(window: dict[str, Any], cfg: LabelConfig) -> _Decoded | str:
+def _decode_and_detect(window: dict[str, Any], cfg: LabelConfig, keep_sides: float | None) -> _Decoded | str:
     """Decode the window once, detecting faces on small RGB copies as frames arrive.
 
-    Returns what label needs or a rejection reason. A run of frames without any face longer than
+    Keeps a square of ``keep_sides`` face sides around the first face of every frame (None: whole
+    frames). Returns what label needs or a rejection reason. A run of frames without any face longer than
     ``max_gap_s`` rejects the clip whatever follows (the main face would have that gap), so
     decoding stops there: faceless footage costs a fraction of a second instead of a full decode.
     """
@@ -126,6 +137,10 @@ def _decode_and_detect(window: dict[str, Any], cfg: LabelConfig) -> _Decoded | s
                 captions.append(frames.small(frame, CAPTION_WIDTH, "AREA"))
             boxes = detector(frames.small(frame, cfg.detect_width))
             detections.append([FaceBox(b.x0 * k, b.y0 * k, b.x1 * k, b.y1 * k, b.score) for b in boxes])
+            if boxes and not seen:
+                face = detections[-1][0]
+                frames.keep(None if keep_sides is None else
+                            square_crop_box(face.xyxy(), keep_sides, frames.size))
             seen |= bool(boxes)
             gap = 0 if boxes else gap + 1
             if gap > max_gap:
@@ -145,7 +160,14 @@ def label_window(
     ``threads`` caps the crop encoder's threads (None: x264's default, ~1.5 per core).
     """
     try:
-        decoded = _decode_and_detect(window, cfg)
+        return _label_decoded(window, cfg, bounds, threads, KEEP_FACE_SIDES)
+    except _NotKept:
+        return _label_decoded(window, cfg, bounds, threads, None)
+
+
+def _label_decoded(window, cfg, bounds, threads, keep_sides) -> WindowLabels:
+    try:
+        decoded = _decode_and_detect(window, cfg, keep_sides)
     except VideoError as e:
         return _rejected(window, f"cannot decode: {e}")
     if isinstance(decoded, str):

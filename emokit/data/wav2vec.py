@@ -42,8 +42,9 @@ def _load(model: str | Path) -> tuple[Wav2Vec2Net, bool]:
     try:
         config_file, prep_file, weights = resolve_files(name, local_only=offline())
         prep = json.loads(prep_file.read_text())
-        net = Wav2Vec2Net(Wav2Vec2Config.from_json(config_file))
-        net.load_hf_state_dict(load_weights(weights))
+        with torch.device("meta"):  # no random init of 95M weights that are replaced anyway
+            net = Wav2Vec2Net(Wav2Vec2Config.from_json(config_file))
+        net.load_hf_state_dict(load_weights(weights), assign=True)
     except Exception as e:  # any failure to load = unusable --audio-model; keep the cause
         raise AudioModelError(
             f"cannot load wav2vec model --audio-model {name!r}: {why_not(name, e)}; {HOW_TO_PROVIDE}"

@@ -189,8 +189,10 @@ class Wav2Vec2Net(nn.Module):
         # here is the last layer's own output (the norm only makes last_hidden_state).
         return torch.stack(states)
 
-    def load_hf_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Load a Wav2Vec2Model / Wav2Vec2ForCTC state dict (heads and quantizers are ignored)."""
+    def load_hf_state_dict(self, state: dict[str, torch.Tensor], assign: bool = False) -> None:
+        """Load a Wav2Vec2Model / Wav2Vec2ForCTC state dict (heads and quantizers are ignored).
+
+        ``assign`` takes the tensors as they are (for a network built on the meta device)."""
         rename = [("feature_extractor.conv_layers.", "conv_layers."),
                   ("feature_projection.layer_norm.", "projection_norm."),
                   ("feature_projection.projection.", "projection."),
@@ -208,7 +210,7 @@ class Wav2Vec2Net(nn.Module):
                 if key.startswith(old):
                     mine[new + key[len(old):]] = value
                     break
-        missing, _unexpected = self.load_state_dict(mine, strict=False)
+        missing, _unexpected = self.load_state_dict(mine, strict=False, assign=assign)
         if missing:
             raise ValueError(f"checkpoint lacks {len(missing)} weights, e.g. {missing[0]}")
 
