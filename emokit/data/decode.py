@@ -228,8 +228,12 @@ def read_video_frames(
     end_s: float,
     fps: float = 30,
     video_stream: int | None = None,
+    threads: int | None = None,
 ) -> Iterator[av.VideoFrame]:
     """:func:`read_frames`' sample-and-hold, yielding the decoder's own frames (no conversion).
+
+    ``threads`` caps the decoder's threads (None: FFmpeg's choice, one per core); a process pool
+    that already keeps every core busy decodes cheaper with 1 (no frame-threading overhead).
 
     A held frame is yielded again as the same object. Keeping these instead of RGB arrays halves
     the memory of a window (YUV 4:2:0) and lets callers convert only what they use: a small copy
@@ -243,12 +247,14 @@ def read_video_frames(
     except VideoError:
         container.close()
         raise
-    return _sample_and_hold(container, stream, name, start_s, end_s, fps, n)
+    return _sample_and_hold(container, stream, name, start_s, end_s, fps, n, threads)
 
 
-def _sample_and_hold(container, stream, name, start_s, end_s, fps, n) -> Iterator[av.VideoFrame]:
+def _sample_and_hold(container, stream, name, start_s, end_s, fps, n, threads) -> Iterator[av.VideoFrame]:
     with container:
-        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_type = "AUTO" if threads != 1 else "NONE"
+        if threads:
+            stream.codec_context.thread_count = threads
         tb = stream.time_base
         default_dt = 1.0 / float(stream.average_rate or stream.guessed_rate or fps)
         held: av.VideoFrame | None = None

@@ -108,7 +108,9 @@ class _Decoded:
     caption_frames: list[np.ndarray]  # CAPTION_SAMPLES small copies spread over the window
 
 
-def _decode_and_detect(window: dict[str, Any], cfg: LabelConfig, keep_sides: float | None) -> _Decoded | str:
+def _decode_and_detect(
+    window: dict[str, Any], cfg: LabelConfig, keep_sides: float | None, threads: int | None
+) -> _Decoded | str:
     """Decode the window once, detecting faces on small RGB copies as frames arrive.
 
     Keeps a square of ``keep_sides`` face sides around the first face of every frame (None: whole
@@ -126,7 +128,7 @@ def _decode_and_detect(window: dict[str, Any], cfg: LabelConfig, keep_sides: flo
     gap = 0
     seen = False
     source = read_video_frames(window["source_path"], window["start_s"], window["end_s"], cfg.fps,
-                               window["video_stream"])
+                               window["video_stream"], threads)
     with FaceDetector(cfg.min_face_confidence, cfg.detect_width) as detector:
         for i, frame in enumerate(source):
             if frames is None:
@@ -157,7 +159,8 @@ def label_window(
     """Rows for one manifest window: one per clip after jump-cut splitting, or one rejected row.
 
     ``bounds`` are the clip length limits in seconds, kept when a jump cut splits the window;
-    ``threads`` caps the crop encoder's threads (None: x264's default, ~1.5 per core).
+    ``threads`` caps the decoder's and the crop encoder's threads (None: the libraries' defaults,
+    about one per core).
     """
     try:
         return _label_decoded(window, cfg, bounds, threads, KEEP_FACE_SIDES)
@@ -167,7 +170,7 @@ def label_window(
 
 def _label_decoded(window, cfg, bounds, threads, keep_sides) -> WindowLabels:
     try:
-        decoded = _decode_and_detect(window, cfg, keep_sides)
+        decoded = _decode_and_detect(window, cfg, keep_sides, threads)
     except VideoError as e:
         return _rejected(window, f"cannot decode: {e}")
     if isinstance(decoded, str):
