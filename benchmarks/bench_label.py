@@ -50,14 +50,17 @@ def main() -> None:
         base_size_wav2vec(w2v)
     bindir = Path(sys.executable).parent
     emokit, py = str(bindir / "emokit"), sys.executable
-    runs: dict[str, list[float]] = {"emokit ingest+label": [], "baseline a: scenedetect+naive": [],
+    runs: dict[str, list[float]] = {"emokit ingest+label": [], "  of which ingest": [],
+                                    "  of which label": [], "baseline a: scenedetect+naive": [],
                                     "baseline b: ffmpeg decode": []}
     for i in range(args.repeats):
         ds = work / f"ds{i}"
         w = str(args.workers)
-        runs["emokit ingest+label"].append(
-            timed([emokit, "ingest", str(video), "-o", str(ds), "-q", "-w", w])
-            + timed([emokit, "label", str(ds), "--audio-model", str(w2v), "-q", "-w", w]))
+        ingest = timed([emokit, "ingest", str(video), "-o", str(ds), "-q", "-w", w])
+        label = timed([emokit, "label", str(ds), "--audio-model", str(w2v), "-q", "-w", w])
+        runs["emokit ingest+label"].append(ingest + label)
+        runs["  of which ingest"].append(ingest)
+        runs["  of which label"].append(label)
         shutil.rmtree(ds)
         runs["baseline a: scenedetect+naive"].append(
             timed([str(bindir / "scenedetect"), "-i", str(video), "detect-adaptive", "list-scenes", "-n"])
@@ -67,7 +70,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in runs.items()}
     print(f"{video.name}: 40 s, 1080x1920, 30 fps; median of {args.repeats}, workers={args.workers}")
     for k, v in med.items():
-        print(f"  {k:<32} {v:7.2f} s")
+        print(f"  {k:<32} {v:7.2f} s   (runs: {', '.join(f'{x:.2f}' for x in runs[k])})")
     a, b = med["baseline a: scenedetect+naive"], med["baseline b: ffmpeg decode"]
     print(f"  emokit / baseline a              {med['emokit ingest+label'] / a:7.2f}x  (target <= 0.6x)")
     print(f"  emokit / baseline b              {med['emokit ingest+label'] / b:7.2f}x")

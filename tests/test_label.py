@@ -178,7 +178,18 @@ def test_no_face_slides_rejected_and_run_exits_zero(videos, tiny_w2v, tmp_path):
     assert r.returncode == 2 and "--audio-model" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not list((ds / "shards").glob("*.parquet"))
-    r = subprocess.run([*cmd, "--audio-model", tiny_w2v], capture_output=True, text=True, env=env)
+    # files that look right but do not load: found while the workers run, still one line, no shard
+    broken = tmp_path / "broken_w2v"
+    broken.mkdir()
+    for name in ("config.json", "preprocessor_config.json"):
+        (broken / name).write_bytes((Path(tiny_w2v) / name).read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    r = subprocess.run([*cmd, "--audio-model", str(broken)], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "--audio-model" in r.stderr, r.stderr
+    assert len([x for x in r.stderr.splitlines() if x.startswith("error")]) == 1
+    assert not list((ds / "shards").glob("*.parquet"))
+    r = subprocess.run([*cmd, "--audio-model", tiny_w2v, "--audio-device", "cpu"], capture_output=True,
+                       text=True, env=env)
     assert r.returncode == 0, r.stderr
     rows = _shards(ds, columns=["source_path", "status", "reason"])
     slides = [x for x in rows if "slides" in x["source_path"]]
