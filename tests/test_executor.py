@@ -31,3 +31,24 @@ def test_ray_engine_gives_the_local_manifest(videos, tmp_path):
     ingest(inputs, tmp_path / "ray", workers=2, engine="ray", progress=False)
     assert (read_table(tmp_path / "ray" / "manifest.parquet").to_pylist()
             == read_table(tmp_path / "local" / "manifest.parquet").to_pylist())
+
+
+def test_ray_engine_gives_the_local_shards(videos, tmp_path):
+    """The label stage (torch-free workers) on Ray, Wav2Vec2 in the driver: the same shards."""
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'emokit[ray]'")
+    from emokit.config import LabelConfig
+    from emokit.data.label import label
+    from emokit.data.wav2vec import save_tiny_wav2vec
+
+    cfg = LabelConfig(size=64, audio_model=str(save_tiny_wav2vec(tmp_path / "w2v")))
+    ingest([videos / "speaker_d_25fps_410x412.mp4"], tmp_path / "local", workers=1, progress=False)
+    ingest([videos / "speaker_d_25fps_410x412.mp4"], tmp_path / "ray", workers=1, progress=False)
+    label(tmp_path / "local", cfg, workers=2, progress=False)
+    label(tmp_path / "ray", cfg, workers=2, engine="ray", progress=False)
+    shard = "shards/shard-00000.parquet"
+    local = read_table(tmp_path / "local" / shard).to_pylist()
+    ray_rows = read_table(tmp_path / "ray" / shard).to_pylist()
+    assert [r["status"] for r in ray_rows] == ["ok"] * len(local) and local
+    for a, b in zip(local, ray_rows):
+        assert {k: v for k, v in a.items() if k != "source_path"} == \
+               {k: v for k, v in b.items() if k != "source_path"}
