@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from emokit.data.executor import Failed, run
@@ -13,6 +16,19 @@ def _half(x: int) -> float:
     if x == 3:
         raise ValueError("three is bad\nsecond line")
     return x / 2
+
+
+def _die_on_three(x: int) -> float:
+    if x == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # what a native crash or the OOM killer looks like
+    return x / 2
+
+
+def test_a_worker_that_dies_costs_only_its_own_sample():
+    done = sorted(run(_die_on_three, range(1, 9), workers=2), key=lambda d: d.index)
+    assert [d.index for d in done] == list(range(8))  # every sample reported once
+    assert [d.result for d in done if d.sample != 3] == [x / 2 for x in range(1, 9) if x != 3]
+    assert isinstance(done[2].result, Failed) and "process died" in done[2].result.reason
 
 
 def test_local_pool_results_and_errors_as_values():

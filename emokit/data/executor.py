@@ -12,6 +12,7 @@ import os
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -58,6 +59,9 @@ def run_local(
     """Yield results as they complete. ``workers <= 1`` runs in-process (easy to debug and profile).
 
     At most ``2 × workers`` samples are in flight, so memory stays bounded for long input lists.
+    A worker that dies (a native crash, the OOM killer) takes the pool down with every sample in
+    flight; the pool is rebuilt and those samples are retried one at a time in a process of their
+    own, so only the sample that kills its process again becomes a ``Failed``.
     """
     workers = default_workers() if workers is None else workers
     items = list(enumerate(samples))
@@ -68,21 +72,42 @@ def run_local(
     # spawn, not fork: MediaPipe and torch keep threads and native state that a forked child
     # inherits half-initialised (MediaPipe aborts when a graph is created after such a fork).
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending: dict[Any, tuple[int, S]] = {}
-        it = iter(items)
-        for i, s in it:
-            pending[pool.submit(_call, fn, s)] = (i, s)
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
+    it = iter(items)
+    pending: dict[Any, tuple[int, S]] = {}
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    try:
+        while True:
+            while len(pending) < 2 * workers and (nxt := next(it, None)) is not None:
+                pending[pool.submit(_call, fn, nxt[1])] = nxt
+            if not pending:
+                return
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in finished):
+                for fut in finished:  # results that made it out before the pool broke
+                    if fut.exception() is None:
+                        i, s = pending.pop(fut)
+                        yield Done(i, s, fut.result())
+                suspects = sorted(pending.values(), key=lambda x: x[0])
+                pending.clear()
+                pool.shutdown(wait=True, cancel_futures=True)
+                for i, s in suspects:
+                    yield Done(i, s, _alone(fn, s, ctx))
+                pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+                continue
             for fut in finished:
                 i, s = pending.pop(fut)
                 yield Done(i, s, fut.result())
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending[pool.submit(_call, fn, nxt[1])] = nxt
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _alone(fn: Callable[[S], R], sample: S, ctx) -> R | Failed:
+    """``fn(sample)`` in a fresh process of its own; a Failed if that process dies."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        try:
+            return pool.submit(_call, fn, sample).result()
+        except BrokenProcessPool:
+            return Failed("the worker process died on this sample (native crash or out of memory)")
 
 
 def run_ray(
