@@ -10,6 +10,7 @@ It never raises for bad input: a bad window is one rejected row with a reason.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +20,9 @@ from emokit.config import LabelConfig
 from emokit.data.audio import AudioError, load_audio
 from emokit.data.crop import CropError, clip_crop_box, square_crop_box, to_crop_coords, union_box
 from emokit.data.decode import VideoError, read_video_frames
-from emokit.data.encode import encode_mp4
+from emokit.data.encode import Mp4Writer
 from emokit.data.faces import FaceBox, FaceDetector
-from emokit.data.frames import WindowFrames, reusable
+from emokit.data.frames import WindowFrames
 from emokit.data.ingest import clip_id
 from emokit.data.jumpcuts import find_jump_cuts
 from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity
@@ -68,37 +69,41 @@ def _rejected(window: dict[str, Any], reason: str) -> WindowLabels:
     return WindowLabels([row])
 
 
-def _poses(crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    with HeadPoseEstimator() as est:
-        return fill_missing([est(c) for c in crops])
-
-
 @dataclass
 class _Part:
     start: int  # frame indices into the window's 30 FPS frames, end exclusive
     end: int
     crop_box: tuple[int, int, int, int]
-    crops: list[np.ndarray]
     poses: np.ndarray
     pose_found: np.ndarray
+    mp4: bytes
+    hands_frac: float
 
 
 class _NotKept(Exception):
     """The clip's crop leaves the part of the frames that was kept: decode again, whole."""
 
 
-def _make_part(frames: WindowFrames, boxes, start, end, cfg) -> _Part:
+def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> _Part:
+    """Crop frames start..end-1 and stream each crop to the pose estimator, the hands detector
+    and the encoder (no crop is kept: 512² RGB is 236 MB for 10 s)."""
     crop_box = clip_crop_box(boxes[start:end], cfg.crop_scale, frames.size)
     if not frames.covers(crop_box):
         raise _NotKept
-    # Crops go to reusable memory indexed by window frame (parts never overlap), see frames.py.
-    store = reusable("crops", (len(frames), cfg.size, cfg.size, 3))
-    crops = []
-    for i in range(start, end):
-        np.copyto(store[i], frames.crop(i, crop_box, cfg.size))
-        crops.append(store[i])
-    poses, found = _poses(crops)
-    return _Part(start, end, crop_box, crops, poses, found)
+    if audio is not None:
+        audio = audio[round(start / cfg.fps * AUDIO_SR):round(end / cfg.fps * AUDIO_SR)]
+    buf = io.BytesIO()
+    poses = []
+    with (HeadPoseEstimator() as est, HandsDetector(every=HANDS_EVERY) as hands,
+          Mp4Writer(buf, fps=cfg.fps, crf=cfg.crf, audio=audio, audio_sr=AUDIO_SR,
+                    preset=cfg.x264_preset, threads=threads) as mp4):
+        for i in range(start, end):
+            crop = frames.crop(i, crop_box, cfg.size)
+            poses.append(est(crop))
+            hands.add(crop)
+            mp4.write(crop)
+    poses_arr, found = fill_missing(poses)
+    return _Part(start, end, crop_box, poses_arr, found, buf.getvalue(), hands.fraction)
 
 
 @dataclass
@@ -192,13 +197,6 @@ def _label_decoded(window, cfg, bounds, threads, keep_sides) -> WindowLabels:
 def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, threads) -> WindowLabels:
     fps = cfg.fps
     boxes = track.boxes
-    whole = _make_part(frames, boxes, 0, len(frames), cfg)
-    cuts = find_jump_cuts(boxes, whole.poses[:, :3], cfg.jump_box_frac, cfg.jump_rotation_deg)
-    pieces = frame_windows(len(frames), fps, cuts, *bounds)
-    if not pieces:
-        return _rejected(window, f"jump cuts at frames {cuts} leave no piece of {bounds[0]:g} s or more")
-    split = pieces != [(0, len(frames))]
-    parts = [whole] if not split else [_make_part(frames, boxes, a, b, cfg) for a, b in pieces]
     audio, audio_reason = None, None
     if window["has_audio"]:
         try:
@@ -206,12 +204,22 @@ def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, thr
                                window["start_s"] + len(frames) / fps, AUDIO_SR)
         except AudioError as e:
             audio_reason = f"audio: {e}"
-    rows = [_part_row(window, cfg, track, part, k, split, captions, audio, audio_reason, threads)
+    # The whole window is cropped, posed and encoded in one pass; a window that jump cuts split
+    # (rare) is done again per piece, each with its own crop box.
+    whole = _make_part(frames, boxes, 0, len(frames), cfg, audio, threads)
+    cuts = find_jump_cuts(boxes, whole.poses[:, :3], cfg.jump_box_frac, cfg.jump_rotation_deg)
+    pieces = frame_windows(len(frames), fps, cuts, *bounds)
+    if not pieces:
+        return _rejected(window, f"jump cuts at frames {cuts} leave no piece of {bounds[0]:g} s or more")
+    split = pieces != [(0, len(frames))]
+    parts = [whole] if not split else [_make_part(frames, boxes, a, b, cfg, audio, threads)
+                                       for a, b in pieces]
+    rows = [_part_row(window, cfg, track, part, k, split, captions, audio is not None, audio_reason)
             for k, part in enumerate(parts)]
     return WindowLabels(rows, len(frames), [p.start for p in parts], audio)
 
 
-def _part_row(window, cfg, track, part: _Part, k, split, captions, audio, audio_reason, threads):
+def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, audio_reason):
     fps = cfg.fps
     n = part.end - part.start
     start_s = window["start_s"] + part.start / fps
@@ -220,17 +228,11 @@ def _part_row(window, cfg, track, part: _Part, k, split, captions, audio, audio_
     cid = window["clip_id"] if not split else clip_id(window["source_sha256"], -part.start, -part.end)
     row.update(clip_id=cid, part=k, status=OK, start_s=start_s, end_s=end_s, fps=fps, num_frames=n,
                size=cfg.size, crop_box=list(map(float, part.crop_box)), jump_cut_split=split,
-               has_audio=audio is not None, reason=audio_reason)
+               has_audio=has_audio, reason=audio_reason, video_mp4=part.mp4)
     flags = ["audio_error"] if audio_reason else []
-    part_audio = None
-    if audio is not None:
-        part_audio = audio[round(part.start / fps * AUDIO_SR):round(part.end / fps * AUDIO_SR)]
-    row["video_mp4"] = encode_mp4(part.crops, fps=fps, audio=part_audio, audio_sr=AUDIO_SR,
-                                  crf=cfg.crf, preset=cfg.x264_preset, threads=threads)
     boxes = to_crop_coords(track.boxes[part.start:part.end], part.crop_box, cfg.size)
     speed, axes = rotation_velocity(part.poses)
-    with HandsDetector(every=HANDS_EVERY) as hands:
-        hands_frac = hands(part.crops)
+    hands_frac = part.hands_frac
     counts = track.face_counts[part.start:part.end]
     detected = track.detected[part.start:part.end]
     row.update(
