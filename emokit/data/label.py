@@ -100,20 +100,18 @@ class _AudioStage:
                             chunk_s=cfg.audio_chunk_s, overlap_s=cfg.audio_overlap_s,
                             precision=cfg.audio_precision)
 
-    def attach(self, labels: WindowLabels, threads: int) -> None:
+    def attach(self, labels: WindowLabels) -> None:
         """Add tokens to the window's ok rows (the window's tokens, sliced per clip) or flag
-        no_audio, with ``threads`` CPU threads. Raises AudioModelError if the model failed to load."""
+        no_audio. Raises AudioModelError if the model failed to load.
+
+        The thread count stays the one set at load for the whole run: bf16 results change with
+        it, and a rerun must give the same shards."""
         ok = [(row, off) for row, off in zip(labels.rows, labels.offsets) if row["status"] == OK]
         if not ok:
             return
         tokens = None
         if labels.audio is not None and self._encoder is not None:
-            encoder = self._encoder.result()
-            if encoder.device.type == "cpu":
-                import torch
-
-                torch.set_num_threads(threads)
-            tokens = encoder(labels.audio, labels.frames, self.cfg.fps)
+            tokens = self._encoder.result()(labels.audio, labels.frames, self.cfg.fps)
         for row, off in ok:
             if tokens is None:
                 row["flags"] = sorted({*row["flags"], "no_audio"})
@@ -176,17 +174,14 @@ def label(
     failed: set[int] = set()
     bar = tqdm(total=len(pending), desc="label", unit="clip", disable=not progress)
     try:
-        for finished, done in enumerate(run(stage, [w for _, _, w in pending], workers=n_workers,
-                                            engine=engine)):
+        for done in run(stage, [w for _, _, w in pending], workers=n_workers, engine=engine):
             k, j, window = pending[done.index]
             labels = done.result
             if isinstance(labels, Failed):  # reported, its shard left unwritten: a rerun retries it
                 summary.rejected[window["clip_id"]] = f"internal error: {labels.reason}"
                 failed.add(k)
                 labels = WindowLabels([])
-            # Cores the video workers no longer need (the run's tail) go to Wav2Vec2.
-            busy = min(n_workers, len(pending) - finished - 1) if n_workers > 1 else 0
-            audio.attach(labels, max(audio_threads, cores - busy))
+            audio.attach(labels)
             results[k][j] = labels.rows
             bar.update()
             if len(results[k]) == len(groups[k]):
