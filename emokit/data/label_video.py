@@ -119,9 +119,9 @@ def _decode_and_detect(
     """Decode the window once, detecting faces on small RGB copies as frames arrive.
 
     Keeps a square of ``keep_sides`` face sides around the first face of every frame (None: whole
-    frames). Returns what label needs or a rejection reason. A run of frames without any face longer than
-    ``max_gap_s`` rejects the clip whatever follows (the main face would have that gap), so
-    decoding stops there: faceless footage costs a fraction of a second instead of a full decode.
+    frames). Returns what label needs or a rejection reason. A run of frames without any face
+    longer than ``max_gap_s`` rejects the clip whatever follows (the main face would have that
+    gap), so decoding stops there: faceless footage costs a fraction of a second, not a decode.
     """
     max_gap = round(cfg.max_gap_s * cfg.fps)
     n = round((window["end_s"] - window["start_s"]) * cfg.fps)
