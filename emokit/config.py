@@ -41,7 +41,7 @@ class LabelConfig:
     audio_layers: str = "all"  # "all" or comma-separated layer indices, e.g. "-1" or "6,12"
     audio_chunk_s: float = 30.0
     audio_overlap_s: float = 1.0
-    audio_precision: str = "auto"  # "auto" (bf16 where native, else fp32), "fp32", "bf16", "fp16"
+    audio_precision: str = "auto"  # auto: bf16 where native, fp16 on older GPUs, else fp32; or fp32/bf16/fp16
     shard_size: int = 64
     crf: int = 18
     x264_preset: str = "superfast"  # crop mp4 speed/size: 2.7 vs 4.3 ms a 512² frame, +50 % bytes vs veryfast

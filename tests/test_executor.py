@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -24,8 +25,13 @@ def _die_on_three(x: int) -> float:
     return x / 2
 
 
-def test_a_worker_that_dies_costs_only_its_own_sample():
-    done = sorted(run(_die_on_three, range(1, 9), workers=2), key=lambda d: d.index)
+@pytest.mark.parametrize("pause", [0.0, 0.3])  # 0.3: the worker dies while the caller is away
+def test_a_worker_that_dies_costs_only_its_own_sample(pause):
+    done = []
+    for d in run(_die_on_three, range(1, 9), workers=2):
+        done.append(d)
+        time.sleep(pause)
+    done.sort(key=lambda d: d.index)
     assert [d.index for d in done] == list(range(8))  # every sample reported once
     assert [d.result for d in done if d.sample != 3] == [x / 2 for x in range(1, 9) if x != 3]
     assert isinstance(done[2].result, Failed) and "process died" in done[2].result.reason

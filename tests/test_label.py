@@ -188,6 +188,9 @@ def test_no_face_slides_rejected_and_run_exits_zero(videos, tiny_w2v, tmp_path):
     assert r.returncode == 2 and "--audio-model" in r.stderr, r.stderr
     assert len([x for x in r.stderr.splitlines() if x.startswith("error")]) == 1
     assert not list((ds / "shards").glob("*.parquet"))
+    r = subprocess.run([*cmd, "--audio-model", tiny_w2v, "--audio-device", "gpu"], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 2 and "--audio-device" in r.stderr and len(r.stderr.splitlines()) == 1
     r = subprocess.run([*cmd, "--audio-model", tiny_w2v, "--audio-device", "cpu"], capture_output=True,
                        text=True, env=env)
     assert r.returncode == 0, r.stderr

@@ -214,12 +214,10 @@ def encode_mp4(
     audio_sr: int = 16000,
     crf: int = 18,
     preset: str = "veryfast",
-    threads: int | None = None,
 ) -> bytes:
     """mp4 bytes of RGB frames (+ mono audio cut/padded to the video): a shard cell's content."""
     buf = io.BytesIO()
-    with Mp4Writer(buf, fps=fps, crf=crf, audio=audio, audio_sr=audio_sr, preset=preset,
-                   threads=threads) as w:
+    with Mp4Writer(buf, fps=fps, crf=crf, audio=audio, audio_sr=audio_sr, preset=preset) as w:
         for frame in frames:
             w.write(frame)
     return buf.getvalue()

@@ -7,6 +7,7 @@ is caught here and turned into an ``Failed`` value carrying a one-line reason.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import traceback
@@ -72,31 +73,37 @@ def run_local(
     # spawn, not fork: MediaPipe and torch keep threads and native state that a forked child
     # inherits half-initialised (MediaPipe aborts when a graph is created after such a fork).
     ctx = multiprocessing.get_context("spawn")
-    it = iter(items)
+    todo: Iterator[tuple[int, S]] = iter(items)
     pending: dict[Any, tuple[int, S]] = {}
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     try:
         while True:
-            while len(pending) < 2 * workers and (nxt := next(it, None)) is not None:
-                pending[pool.submit(_call, fn, nxt[1])] = nxt
-            if not pending:
-                return
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            if any(isinstance(f.exception(), BrokenProcessPool) for f in finished):
-                for fut in finished:  # results that made it out before the pool broke
-                    if fut.exception() is None:
+            broken = False
+            while len(pending) < 2 * workers and (nxt := next(todo, None)) is not None:
+                try:
+                    pending[pool.submit(_call, fn, nxt[1])] = nxt
+                except BrokenProcessPool:  # a worker died while we were away: not this sample
+                    todo, broken = itertools.chain([nxt], todo), True
+                    break
+            if not broken:
+                if not pending:
+                    return
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                broken = any(isinstance(f.exception(), BrokenProcessPool) for f in finished)
+                if not broken:
+                    for fut in finished:
                         i, s = pending.pop(fut)
                         yield Done(i, s, fut.result())
-                suspects = sorted(pending.values(), key=lambda x: x[0])
-                pending.clear()
-                pool.shutdown(wait=True, cancel_futures=True)
-                for i, s in suspects:
-                    yield Done(i, s, _alone(fn, s, ctx))
-                pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-                continue
-            for fut in finished:
-                i, s = pending.pop(fut)
+                    continue
+            for fut in [f for f in pending if f.done() and f.exception() is None]:
+                i, s = pending.pop(fut)  # results that made it out before the pool broke
                 yield Done(i, s, fut.result())
+            suspects = sorted(pending.values(), key=lambda x: x[0])
+            pending.clear()
+            pool.shutdown(wait=True, cancel_futures=True)
+            for i, s in suspects:
+                yield Done(i, s, _alone(fn, s, ctx))
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

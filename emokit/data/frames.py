@@ -78,7 +78,8 @@ class WindowFrames:
 
     def __init__(self, first: av.VideoFrame, capacity: int) -> None:
         # The YUV path covers upright limited-range 8-bit 4:2:0, nearly all real footage;
-        # anything else (rotation metadata, full range, 10 bit) is kept as whole upright RGB.
+        # anything else (rotation metadata, full range, 10 bit) keeps the decoder's frames and
+        # converts a whole frame to upright RGB per crop (RGB would hold twice the memory).
         self._fast = first.format.name == "yuv420p" and not any(_orientation(first))
         self._scaler = VideoReformatter()  # one swscale context reused for every frame
         self._capacity = capacity
@@ -88,7 +89,7 @@ class WindowFrames:
             self.height, self.width = first.height, first.width
         else:
             self.height, self.width = _to_rgb(first, None).shape[:2]
-            self._rgb: list[np.ndarray] = []
+            self._kept: list[av.VideoFrame] = []
         self._slots: list[int] = []  # output frame → stored frame
         self._stored = 0
         self._last: av.VideoFrame | None = None
@@ -128,7 +129,7 @@ class WindowFrames:
             return
         self._last = frame
         if not self._fast:
-            self._rgb.append(_to_rgb(frame, None))
+            self._kept.append(frame)
         elif self._region is None:
             self._pending.append(frame)
         else:
@@ -175,7 +176,7 @@ class WindowFrames:
         frame ``i`` at ``size``², as :func:`emokit.data.crop.crop_square` gives from full RGB."""
         slot = self._slots[i]
         if not self._fast:
-            return crop_square(self._rgb[slot], crop_box, size)
+            return crop_square(_to_rgb(self._kept[slot], None), crop_box, size)
         if self._region is None:
             self.keep(None)
         if not self.covers(crop_box):

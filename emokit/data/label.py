@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -95,6 +96,8 @@ class _AudioStage:
         torch.set_num_threads(threads)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--audio-device {device}: this torch build or machine has no CUDA")
         cfg = self.cfg
         return AudioEncoder(cfg.audio_model, layers=cfg.audio_layers, device=device,
                             chunk_s=cfg.audio_chunk_s, overlap_s=cfg.audio_overlap_s,
@@ -105,7 +108,7 @@ class _AudioStage:
         no_audio. Raises AudioModelError if the model failed to load.
 
         The thread count stays the one set at load for the whole run: bf16 results change with
-        it, and a rerun must give the same shards."""
+        it, and a rerun (with the same --workers) must give the same shards."""
         ok = [(row, off) for row, off in zip(labels.rows, labels.offsets) if row["status"] == OK]
         if not ok:
             return
@@ -165,16 +168,22 @@ def label(
     needs_audio = any(w["has_audio"] for _, _, w in pending)
     if needs_audio:
         check_audio_model(cfg.audio_model)  # fail fast on the common mistakes, before any work
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", audio_device):
+        raise ValueError(f"--audio-device must be auto, cpu, cuda or cuda:N, got {audio_device!r}")
     cores = os.cpu_count() or 1
-    n_workers = min(workers or cores, max(1, len(pending)))
-    audio_threads = max(1, n_workers // WORKERS_PER_AUDIO_THREAD) if n_workers > 1 else cores
+    requested = workers or cores
+    n_workers = min(requested, max(1, len(pending)))
+    # From the requested workers, not from what is left to do: bf16 results depend on the thread
+    # count, and a resumed run must give the shards a clean run gives.
+    audio_threads = max(1, requested // WORKERS_PER_AUDIO_THREAD) if requested > 1 else cores
     audio = _AudioStage(cfg, audio_device, audio_threads, needs_audio)
     stage = _VideoStage(cfg, bounds, max(1, cores // n_workers))
     results: dict[int, dict[int, list[dict[str, Any]]]] = defaultdict(dict)
     failed: set[int] = set()
     bar = tqdm(total=len(pending), desc="label", unit="clip", disable=not progress)
+    results_in = run(stage, [w for _, _, w in pending], workers=n_workers, engine=engine)
     try:
-        for done in run(stage, [w for _, _, w in pending], workers=n_workers, engine=engine):
+        for done in results_in:
             k, j, window = pending[done.index]
             labels = done.result
             if isinstance(labels, Failed):  # reported, its shard left unwritten: a rerun retries it
@@ -192,7 +201,8 @@ def label(
                 write_table(shard_rows, SHARD_SCHEMA, shard_path(dataset, k), "shard", meta,
                             row_group_size=1)
                 summary.shards_written += 1
-    finally:
+    finally:  # on an error too: stop the workers (queued windows are cancelled) and the loader
+        results_in.close()
         bar.close()
         audio.close()
     _count(summary, dataset, len(groups))

@@ -170,7 +170,8 @@ def label_window(
     try:
         return _label_decoded(window, cfg, bounds, threads, KEEP_FACE_SIDES)
     except _NotKept:
-        return _label_decoded(window, cfg, bounds, threads, None)
+        pass  # retried below, once the exception (and the first decode it holds) is gone
+    return _label_decoded(window, cfg, bounds, threads, None)
 
 
 def _label_decoded(window, cfg, bounds, threads, keep_sides) -> WindowLabels:
