@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from emokit import __version__
 from emokit.config import TrainConfig, as_dict
+from emokit.data.atomic import atomic_path
 from emokit.models import EMOConfig, EMOModel
 from emokit.train import checkpoint as ckpt
 from emokit.train.dataset import ClipDataset, IndexSummary, StepBatches, index_clips
@@ -335,19 +336,20 @@ def _describe(s: IndexSummary) -> str:
 
 class _CsvLog:
     """RUN/stage{k}/log.csv; on resume, rows past the checkpoint's step are dropped (they will be
-    trained again), so the file always describes one consistent run."""
+    trained again), so the file always describes one consistent run. That rewrite is atomic (a
+    run killed during it keeps the old log); new rows are appended as training goes."""
 
     def __init__(self, path: Path, start: int) -> None:
         rows = []
         if path.is_file() and start > 0:
             with open(path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "w", newline="")  # noqa: SIM115 — lives as long as the run
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            head = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            head.writeheader()
+            head.writerows(rows)
+        self.file = open(path, "a", newline="")  # noqa: SIM115 — lives as long as the run
         self.writer = csv.DictWriter(self.file, fieldnames=LOG_FIELDS)
-        self.writer.writeheader()
-        self.writer.writerows(rows)
-        self.file.flush()
 
     def write(self, step: int, loss: float, lr: float, seconds: float) -> None:
         self.writer.writerow({"step": step, "loss": f"{loss:.6f}", "lr": f"{lr:.3g}",
