@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["AudioModelError", "HOW_TO_PROVIDE", "PRECISIONS", "check_audio_model", "offline", "why_not"]
+__all__ = ["AudioModelError", "HOW_TO_PROVIDE", "PRECISIONS", "WEIGHT_FILES", "check_audio_model", "offline",
+           "why_not"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # wav2vec compute precision (see wav2vec.resolve_precision)
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what emokit.data.wav2vec_net reads
 
 HOW_TO_PROVIDE = (
     "pass --audio-model a local directory holding config.json, the weights and "
@@ -34,8 +36,8 @@ def _problem(name: str) -> str | None:
     looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
     if path.is_dir():
         missing = [f for f in ("config.json", "preprocessor_config.json") if not (path / f).is_file()]
-        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-            missing.append("model weights")
+        if not any((path / w).is_file() for w in WEIGHT_FILES):
+            missing.append(" or ".join(WEIGHT_FILES))
         return f"the directory has no {', '.join(missing)}" if missing else None
     if looks_local:
         return "no such directory"

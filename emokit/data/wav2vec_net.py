@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from emokit.data.audio_model import WEIGHT_FILES
+
 __all__ = ["Wav2Vec2Config", "Wav2Vec2Net", "resolve_files"]
 
 _ACT = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "swish": F.silu,
@@ -224,9 +226,6 @@ class Wav2Vec2Net(nn.Module):
         if missing:
             raise ValueError(f"checkpoint lacks {len(missing)} weights, e.g. {missing[0]}")
         self.pos_conv.fold()
-
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def resolve_files(name: str, local_only: bool) -> tuple[Path, Path, Path]:
