@@ -35,8 +35,10 @@ from emokit.models import EMOConfig, EMOModel
 from emokit.train.noise import training_scheduler
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-AUDIO = {"8s": SHARED / "audio" / "speech_en_8s_16k_stereo.wav",
-         "60s": SHARED / "audio" / "speech_60s_16k_mono.wav"}
+AUDIO = {
+    "8s": SHARED / "audio" / "speech_en_8s_16k_stereo.wav",
+    "60s": SHARED / "audio" / "speech_60s_16k_mono.wav",
+}
 PORTRAIT = SHARED / "portraits" / "woman_frontal.jpg"
 
 
@@ -48,14 +50,14 @@ def build(preset: str, device: torch.device, dtype: str, work: Path, frames: int
         w2v = base_size_wav2vec(work / "w2v")
     encoder = AudioEncoder(w2v, device=device)
     base = EMOConfig.tiny() if preset == "tiny" else EMOConfig.sd15()
-    config = EMOConfig.from_dict({**base.to_dict(), "audio_layers": encoder.num_layers,
-                                  "audio_dim": encoder.dim})
+    config = EMOConfig.from_dict(
+        {**base.to_dict(), "audio_layers": encoder.num_layers, "audio_dim": encoder.dim}
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = EMOModel(config)
     alphas = training_scheduler().alphas_cumprod
-    return Generator.from_parts(model, alphas, encoder, device, dtype=dtype, frames=frames,
-                                progress=False)
+    return Generator.from_parts(model, alphas, encoder, device, dtype=dtype, frames=frames, progress=False)
 
 
 def peak_memory_gb(device: torch.device) -> dict[str, float]:
@@ -113,11 +115,20 @@ def _run_in(args: argparse.Namespace, work: Path) -> dict:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t
     result = {
-        "preset": args.preset, "device": str(device), "dtype": str(gen.dtype).replace("torch.", ""),
-        "threads": torch.get_num_threads(), "size": args.size, "steps": args.steps, "cfg": args.cfg,
+        "preset": args.preset,
+        "device": str(device),
+        "dtype": str(gen.dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(),
+        "size": args.size,
+        "steps": args.steps,
+        "cfg": args.cfg,
         "frames_per_clip": gen.frames,
-        "audio": Path(args.audio).name, "audio_s": round(r.audio_seconds, 2), "frames": r.frames,
-        "clips": r.clips, "seconds": round(seconds, 3), "s_per_frame": round(seconds / r.frames, 4),
+        "audio": Path(args.audio).name,
+        "audio_s": round(r.audio_seconds, 2),
+        "frames": r.frames,
+        "clips": r.clips,
+        "seconds": round(seconds, 3),
+        "s_per_frame": round(seconds / r.frames, 4),
         "frames_per_s": round(r.frames / seconds, 3),
         **{k: round(v, 3) for k, v in peak_memory_gb(device).items()},
     }
@@ -134,17 +145,39 @@ def compare_audio(args: argparse.Namespace) -> None:
     process); prints both and the 60 s / 8 s memory ratios."""
     rows = {}
     for tag, path in AUDIO.items():
-        cmd = [sys.executable, __file__, "--json", "--audio", str(path), "--preset", args.preset,
-               "--size", str(args.size), "--steps", str(args.steps), "--cfg", str(args.cfg),
-               "--device", args.device, "--dtype", args.dtype, "--frames", str(args.frames),
-               "--threads", str(args.threads), "--no-flops"]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--json",
+            "--audio",
+            str(path),
+            "--preset",
+            args.preset,
+            "--size",
+            str(args.size),
+            "--steps",
+            str(args.steps),
+            "--cfg",
+            str(args.cfg),
+            "--device",
+            args.device,
+            "--dtype",
+            args.dtype,
+            "--frames",
+            str(args.frames),
+            "--threads",
+            str(args.threads),
+            "--no-flops",
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows[tag] = json.loads(out.strip().splitlines()[-1])
         print(json.dumps(rows[tag]))
     for key in ("peak_rss_gb", "peak_cuda_gb"):
         if key in rows["8s"]:
-            print(f"{key}: 8 s {rows['8s'][key]:.3f}, 60 s {rows['60s'][key]:.3f}, "
-                  f"ratio {rows['60s'][key] / rows['8s'][key]:.3f}")
+            print(
+                f"{key}: 8 s {rows['8s'][key]:.3f}, 60 s {rows['60s'][key]:.3f}, "
+                f"ratio {rows['60s'][key] / rows['8s'][key]:.3f}"
+            )
 
 
 def main() -> None:
@@ -161,9 +194,13 @@ def main() -> None:
     ap.add_argument("--compare-audio", action="store_true", help="8 s vs 60 s peak memory")
     ap.add_argument("--no-flops", action="store_true", help="skip the FLOP count (GPU)")
     ap.add_argument("--json", action="store_true", help="print one JSON line only")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch CPU threads (0 = torch's default); 1 avoids OpenMP spinning when "
-                    "other processes share the cores")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0 = torch's default); 1 avoids OpenMP spinning when "
+        "other processes share the cores",
+    )
     args = ap.parse_args()
     args.size = args.size or (64 if args.preset == "tiny" else 512)
     args.steps = args.steps or (4 if args.preset == "tiny" else 40)
@@ -178,11 +215,14 @@ def main() -> None:
         return
     print(json.dumps(r))
     mem = f"peak RSS {r['peak_rss_gb']:.2f} GB" + (
-        f", peak CUDA {r['peak_cuda_gb']:.2f} GB" if "peak_cuda_gb" in r else "")
+        f", peak CUDA {r['peak_cuda_gb']:.2f} GB" if "peak_cuda_gb" in r else ""
+    )
     mfu = f", MFU {r['mfu'] * 100:.1f} %" if "mfu" in r else ""
-    print(f"{r['preset']} {r['size']}px {r['steps']} steps cfg {r['cfg']} on {r['device']} "
-          f"({r['dtype']}): {r['frames']} frames of {r['audio_s']} s audio in {r['seconds']:.1f} s "
-          f"= {r['s_per_frame']:.3f} s/frame, {r['frames_per_s']:.1f} frames/s; {mem}{mfu}")
+    print(
+        f"{r['preset']} {r['size']}px {r['steps']} steps cfg {r['cfg']} on {r['device']} "
+        f"({r['dtype']}): {r['frames']} frames of {r['audio_s']} s audio in {r['seconds']:.1f} s "
+        f"= {r['s_per_frame']:.3f} s/frame, {r['frames_per_s']:.1f} frames/s; {mem}{mfu}"
+    )
 
 
 if __name__ == "__main__":

@@ -34,25 +34,36 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="emokit-bench-"))
-    files = [args.file] if args.file else [
-        talking_head_40s(work / "talking_head_40s_1080x1920.mp4"),
-        SHARED / "videos" / "no_face_slides_30fps_1080p.mp4",
-    ]
+    files = (
+        [args.file]
+        if args.file
+        else [
+            talking_head_40s(work / "talking_head_40s_1080x1920.mp4"),
+            SHARED / "videos" / "no_face_slides_30fps_1080p.mp4",
+        ]
+    )
     bindir = Path(sys.executable).parent
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     for f in files:
-        runs: dict[str, list[float]] = {"emokit ingest": [], "scenedetect list-scenes": [],
-                                        "ffmpeg decode": []}
+        runs: dict[str, list[float]] = {
+            "emokit ingest": [],
+            "scenedetect list-scenes": [],
+            "ffmpeg decode": [],
+        }
         for i in range(args.repeats):
             out = work / f"ds{i}"
-            runs["emokit ingest"].append(timed(
-                [str(bindir / "emokit"), "ingest", str(f), "-o", str(out), "-q", "-w", "1"], work))
+            runs["emokit ingest"].append(
+                timed([str(bindir / "emokit"), "ingest", str(f), "-o", str(out), "-q", "-w", "1"], work)
+            )
             shutil.rmtree(out)
-            runs["scenedetect list-scenes"].append(timed(
-                [str(bindir / "scenedetect"), "-i", str(f), "detect-adaptive", "list-scenes", "-n"],
-                work))
-            runs["ffmpeg decode"].append(timed(
-                [ffmpeg, "-v", "error", "-i", str(f), "-map", "0:v:0", "-f", "null", "-"], work))
+            runs["scenedetect list-scenes"].append(
+                timed(
+                    [str(bindir / "scenedetect"), "-i", str(f), "detect-adaptive", "list-scenes", "-n"], work
+                )
+            )
+            runs["ffmpeg decode"].append(
+                timed([ffmpeg, "-v", "error", "-i", str(f), "-map", "0:v:0", "-f", "null", "-"], work)
+            )
         med = {k: statistics.median(v) for k, v in runs.items()}
         print(f"\n{f.name} (median of {args.repeats})")
         for k, v in med.items():

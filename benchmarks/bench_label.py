@@ -50,9 +50,13 @@ def main() -> None:
         base_size_wav2vec(w2v)
     bindir = Path(sys.executable).parent
     emokit, py = str(bindir / "emokit"), sys.executable
-    runs: dict[str, list[float]] = {"emokit ingest+label": [], "  of which ingest": [],
-                                    "  of which label": [], "baseline a: scenedetect+naive": [],
-                                    "baseline b: ffmpeg decode": []}
+    runs: dict[str, list[float]] = {
+        "emokit ingest+label": [],
+        "  of which ingest": [],
+        "  of which label": [],
+        "baseline a: scenedetect+naive": [],
+        "baseline b: ffmpeg decode": [],
+    }
     for i in range(args.repeats):
         ds = work / f"ds{i}"
         w = str(args.workers)
@@ -64,9 +68,11 @@ def main() -> None:
         shutil.rmtree(ds)
         runs["baseline a: scenedetect+naive"].append(
             timed([str(bindir / "scenedetect"), "-i", str(video), "detect-adaptive", "list-scenes", "-n"])
-            + timed([py, str(HERE / "naive_mediapipe.py"), str(video)]))
+            + timed([py, str(HERE / "naive_mediapipe.py"), str(video)])
+        )
         runs["baseline b: ffmpeg decode"].append(
-            timed([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(video), "-f", "null", "-"]))
+            timed([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(video), "-f", "null", "-"])
+        )
     med = {k: statistics.median(v) for k, v in runs.items()}
     print(f"{video.name}: 40 s, 1080x1920, 30 fps; median of {args.repeats}, workers={args.workers}")
     for k, v in med.items():

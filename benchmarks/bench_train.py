@@ -43,9 +43,12 @@ def synthetic_batch(model: EMOModel, b: int, f: int, n: int, res: int, device) -
     mask = torch.zeros(b, 1, res, res)
     mask[:, :, res // 4 : 3 * res // 4, res // 4 : 3 * res // 4] = 1
     return {
-        "frames": px(b, f, 3, res, res), "motion": px(b, n, 3, res, res), "reference": px(b, 3, res, res),
+        "frames": px(b, f, 3, res, res),
+        "motion": px(b, n, 3, res, res),
+        "reference": px(b, 3, res, res),
         "audio": torch.randn(b, f, c.audio_layers, c.audio_dim, generator=g).to(device),
-        "speed": torch.rand(b, f, generator=g).to(device), "face_mask": mask.to(device),
+        "speed": torch.rand(b, f, generator=g).to(device),
+        "face_mask": mask.to(device),
     }
 
 
@@ -62,8 +65,12 @@ def loader_rate(dataset: Path, res: int, f: int, n: int, workers: int, samples: 
     from emokit.train.dataset import ClipDataset, StepBatches, index_clips
 
     clips, _ = index_clips(dataset, 2, f, n, TrainConfig().drop_flags)
-    loader = DataLoader(ClipDataset(clips, 2, res, f, n), batch_sampler=StepBatches(1),
-                        num_workers=workers, prefetch_factor=4 if workers else None)
+    loader = DataLoader(
+        ClipDataset(clips, 2, res, f, n),
+        batch_sampler=StepBatches(1),
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+    )
     it = iter(loader)
     next(it)  # worker start-up is not throughput
     t = time.perf_counter()
@@ -140,25 +147,38 @@ def main() -> None:
         t = time.perf_counter()
         step(i + 1)
         times.append(time.perf_counter() - t)
-    med = statistics.median(times[args.warmup:])
+    med = statistics.median(times[args.warmup :])
     trainable = sum(p.numel() for p in params)
     total = sum(p.numel() for p in model.parameters())
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"preset {args.preset} on {name} ({torch.get_num_threads()} threads)" if device.type == "cpu"
-          else f"preset {args.preset} on {name}")
-    print(f"  stage-2 step: batch {b} x ({n} motion + {f}) frames at {res}px, "
-          f"bf16 {bf16}, gradient checkpointing {ckpt}")
+    print(
+        f"preset {args.preset} on {name} ({torch.get_num_threads()} threads)"
+        if device.type == "cpu"
+        else f"preset {args.preset} on {name}"
+    )
+    print(
+        f"  stage-2 step: batch {b} x ({n} motion + {f}) frames at {res}px, "
+        f"bf16 {bf16}, gradient checkpointing {ckpt}"
+    )
     print(f"  params {total / 1e6:.1f}M, trainable {trainable / 1e6:.1f}M")
-    print(f"  step time median {med * 1000:.1f} ms over {args.steps} steps "
-          f"(min {min(times[args.warmup:]) * 1000:.1f}, max {max(times[args.warmup:]) * 1000:.1f})")
-    print(f"  {what}/step {flops / 1e9:.1f} GFLOP -> {flops / med / 1e12:.3f} TFLOP/s, "
-          f"MFU {100 * flops / med / (args.peak_tflops * 1e12):.2f}% of {args.peak_tflops:g} TFLOP/s")
-    print(f"  peak memory {peak_memory_gb(device):.2f} GiB "
-          f"({'max_memory_allocated' if device.type == 'cuda' else 'process max RSS'})")
+    print(
+        f"  step time median {med * 1000:.1f} ms over {args.steps} steps "
+        f"(min {min(times[args.warmup :]) * 1000:.1f}, max {max(times[args.warmup :]) * 1000:.1f})"
+    )
+    print(
+        f"  {what}/step {flops / 1e9:.1f} GFLOP -> {flops / med / 1e12:.3f} TFLOP/s, "
+        f"MFU {100 * flops / med / (args.peak_tflops * 1e12):.2f}% of {args.peak_tflops:g} TFLOP/s"
+    )
+    print(
+        f"  peak memory {peak_memory_gb(device):.2f} GiB "
+        f"({'max_memory_allocated' if device.type == 'cuda' else 'process max RSS'})"
+    )
     if args.dataset:
         rate = loader_rate(args.dataset, res, f, n, args.workers, samples=max(8, 2 * args.workers))
-        print(f"  DataLoader ({args.workers} workers): {rate:.1f} samples/s vs "
-              f"{b / med:.1f} samples/s consumed by training")
+        print(
+            f"  DataLoader ({args.workers} workers): {rate:.1f} samples/s vs "
+            f"{b / med:.1f} samples/s consumed by training"
+        )
     sys.stdout.flush()
 
 

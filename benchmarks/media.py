@@ -17,8 +17,10 @@ def talking_head_40s(dest: Path) -> Path:
     """
     if dest.exists():
         return dest
-    sources = [SHARED / "videos" / "speaker_a_25fps_1080x1920.mp4",
-               SHARED / "videos" / "speaker_b_30fps_1080x1920.mp4"]
+    sources = [
+        SHARED / "videos" / "speaker_a_25fps_1080x1920.mp4",
+        SHARED / "videos" / "speaker_b_30fps_1080x1920.mp4",
+    ]
     tmp = dest.with_suffix(".part.mp4")
     out = av.open(str(tmp), "w")
     vs = out.add_stream("libx264", rate=30, options={"preset": "veryfast", "crf": "20"})

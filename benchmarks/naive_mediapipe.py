@@ -16,8 +16,17 @@ import numpy as np
 
 # A few canonical face model points (nose tip, chin, eye corners, mouth corners) for PnP.
 IDX = [1, 152, 33, 263, 61, 291]
-MODEL = np.array([[0, -1.13, 7.48], [0, -9.40, 4.26], [-4.45, 2.66, 3.17], [4.45, 2.66, 3.17],
-                  [-2.46, -4.34, 4.28], [2.46, -4.34, 4.28]], dtype=np.float64)
+MODEL = np.array(
+    [
+        [0, -1.13, 7.48],
+        [0, -9.40, 4.26],
+        [-4.45, 2.66, 3.17],
+        [4.45, 2.66, 3.17],
+        [-2.46, -4.34, 4.28],
+        [2.46, -4.34, 4.28],
+    ],
+    dtype=np.float64,
+)
 
 
 def main(path: str) -> None:

@@ -14,14 +14,18 @@ from pathlib import Path
 
 from emokit.sample import SHARED_DATA, sample_inputs
 
-TOY = ("!!! The Wav2Vec2 model below is a tiny RANDOM model saved by the demo, not "
-       "facebook/wav2vec2-base-960h: audio tokens have the right shape and alignment, no meaning.")
+TOY = (
+    "!!! The Wav2Vec2 model below is a tiny RANDOM model saved by the demo, not "
+    "facebook/wav2vec2-base-960h: audio tokens have the right shape and alignment, no meaning."
+)
 
 
-TOY_MODEL = ("!!! TOY WEIGHTS: the tiny preset trained for seconds on a handful of clips. The video "
-             "it makes is blurry noise shaped by the pipeline, not a talking face: the demo shows "
-             "that every stage runs end to end. Real results need --preset sd15 --init SD1.5 and "
-             "hours of GPU training.")
+TOY_MODEL = (
+    "!!! TOY WEIGHTS: the tiny preset trained for seconds on a handful of clips. The video "
+    "it makes is blurry noise shaped by the pipeline, not a talking face: the demo shows "
+    "that every stage runs end to end. Real results need --preset sd15 --init SD1.5 and "
+    "hours of GPU training."
+)
 
 
 def banner(text: str) -> None:
@@ -84,14 +88,38 @@ def main() -> None:
     print(TOY_MODEL, flush=True)
     run = out / "run-tiny"
     for stage, steps in ((1, 30), (2, 15), (3, 10)):
-        emokit("train", str(dataset), "--stage", str(stage), "--preset", "tiny", "-o", str(run),
-               "--max-steps", str(steps), "--lr", "1e-4", "-q")
+        emokit(
+            "train",
+            str(dataset),
+            "--stage",
+            str(stage),
+            "--preset",
+            "tiny",
+            "-o",
+            str(run),
+            "--max-steps",
+            str(steps),
+            "--lr",
+            "1e-4",
+            "-q",
+        )
 
     banner("5. generate: the portrait animated by the speech")
     print(TOY_MODEL, flush=True)
     video = out / "portrait_talking.mp4"
-    emokit("generate", str(portrait), str(audio), "--checkpoint", str(run), "-o", str(video),
-           "--steps", "10", "--audio-model", str(w2v))
+    emokit(
+        "generate",
+        str(portrait),
+        str(audio),
+        "--checkpoint",
+        str(run),
+        "-o",
+        str(video),
+        "--steps",
+        "10",
+        "--audio-model",
+        str(w2v),
+    )
     print(f"\nDemo finished. Outputs under {out}/: {dataset}/inspect/*.png, {video}")
 
 

@@ -12,8 +12,13 @@ import cv2
 import numpy as np
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DEMO_VIDEOS = ["speaker_c_25fps_512.mp4", "speaker_d_25fps_410x412.mp4", "speaker_vfr_700.mp4",
-               "head_turn_25fps_224.mp4", "scene_cuts_multiface_2997fps.mp4"]
+DEMO_VIDEOS = [
+    "speaker_c_25fps_512.mp4",
+    "speaker_d_25fps_410x412.mp4",
+    "speaker_vfr_700.mp4",
+    "head_turn_25fps_224.mp4",
+    "scene_cuts_multiface_2997fps.mp4",
+]
 DEMO_PORTRAIT = "woman_frontal.jpg"
 DEMO_AUDIO = "speech_en_8s_16k_stereo.wav"
 
@@ -47,13 +52,14 @@ def astronaut_video(path: Path, seconds: float = 6.0, fps: int = 25) -> Path:
             m = cv2.getRotationMatrix2D((w * 0.45, h * 0.3), angle, 1.0)
             m[0, 2] += 6 * math.sin(2 * math.pi * k / (fps * 3.0))
             frame = av.VideoFrame.from_ndarray(
-                cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT), format="rgb24")
+                cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT), format="rgb24"
+            )
             frame.pts, frame.time_base = k, Fraction(1, fps)
             out.mux(vs.encode(frame))
         out.mux(vs.encode(None))
         chunk = 1024
         for i in range(0, len(audio), chunk):
-            a = av.AudioFrame.from_ndarray(audio[None, i:i + chunk], format="flt", layout="mono")
+            a = av.AudioFrame.from_ndarray(audio[None, i : i + chunk], format="flt", layout="mono")
             a.sample_rate, a.pts, a.time_base = sr, i, Fraction(1, sr)
             out.mux(aus.encode(a))
         out.mux(aus.encode(None))
@@ -75,8 +81,10 @@ def sample_inputs(work: Path) -> tuple[list[Path], Path, Path, str]:
     cv2.imwrite(str(portrait), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     audio_path = work / "voice.wav"
     _write_wav(audio_path, synth_voice(8.0), 16000)
-    desc = ("../shared/data is absent: built a sample from scikit-image's astronaut photo "
-            "(a real face) with a synthesised voice-like track")
+    desc = (
+        "../shared/data is absent: built a sample from scikit-image's astronaut photo "
+        "(a real face) with a synthesised voice-like track"
+    )
     return [video], portrait, audio_path, desc
 
 

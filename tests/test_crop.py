@@ -18,8 +18,6 @@ from emokit.data.crop import (
 from emokit.data.faces import FaceDetector
 
 
-
-
 def test_square_crop_box_is_centred_square_of_scaled_long_side():
     box = (100.0, 200.0, 180.0, 300.0)  # 80 wide, 100 tall, centre (140, 250)
     x0, y0, x1, y1 = square_crop_box(box, scale=1.5)

@@ -51,8 +51,10 @@ def test_ray_engine_gives_the_local_manifest(videos, tmp_path):
     inputs = [videos / "speaker_d_25fps_410x412.mp4", videos / "speaker_vfr_700.mp4"]
     ingest(inputs, tmp_path / "local", workers=2, progress=False)
     ingest(inputs, tmp_path / "ray", workers=2, engine="ray", progress=False)
-    assert (read_table(tmp_path / "ray" / "manifest.parquet").to_pylist()
-            == read_table(tmp_path / "local" / "manifest.parquet").to_pylist())
+    assert (
+        read_table(tmp_path / "ray" / "manifest.parquet").to_pylist()
+        == read_table(tmp_path / "local" / "manifest.parquet").to_pylist()
+    )
 
 
 def test_ray_engine_gives_the_local_shards(videos, tmp_path):
@@ -72,5 +74,6 @@ def test_ray_engine_gives_the_local_shards(videos, tmp_path):
     ray_rows = read_table(tmp_path / "ray" / shard).to_pylist()
     assert [r["status"] for r in ray_rows] == ["ok"] * len(local) and local
     for a, b in zip(local, ray_rows):
-        assert {k: v for k, v in a.items() if k != "source_path"} == \
-               {k: v for k, v in b.items() if k != "source_path"}
+        assert {k: v for k, v in a.items() if k != "source_path"} == {
+            k: v for k, v in b.items() if k != "source_path"
+        }

@@ -19,8 +19,6 @@ def detector():
         yield det
 
 
-
-
 @pytest.mark.parametrize(
     "name, side_range",
     [

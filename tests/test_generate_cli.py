@@ -26,17 +26,34 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, videos, audio_dir):
     run, w2v = build_tiny_run(tmp_path_factory, videos)
-    audio = short_wav(audio_dir / "speech_en_8s_16k_stereo.wav", 0.5,
-                      tmp_path_factory.mktemp("audio") / "half_second.wav")
+    audio = short_wav(
+        audio_dir / "speech_en_8s_16k_stereo.wav", 0.5, tmp_path_factory.mktemp("audio") / "half_second.wav"
+    )
     with one_torch_thread():
         yield run, w2v, audio
 
 
 def _generate(setup, portrait: Path, out: Path, *extra: str, audio: Path | None = None):
     run, w2v, half_second = setup
-    args = ["generate", str(portrait), str(audio or half_second), "--checkpoint", str(run),
-            "-o", str(out), "--steps", "1", "--size", str(SIZE), "--audio-model", str(w2v),
-            "--device", "cpu", "-q", *extra]
+    args = [
+        "generate",
+        str(portrait),
+        str(audio or half_second),
+        "--checkpoint",
+        str(run),
+        "-o",
+        str(out),
+        "--steps",
+        "1",
+        "--size",
+        str(SIZE),
+        "--audio-model",
+        str(w2v),
+        "--device",
+        "cpu",
+        "-q",
+        *extra,
+    ]
     return CliRunner().invoke(app, args)
 
 
@@ -73,8 +90,16 @@ def test_flags_reach_the_generator(setup, portraits, tmp_path):
     runs = {"slow": ("--speed", "0.0"), "fast": ("--speed", "4.0")}
     frames = {}
     for name, extra in runs.items():
-        r = _generate(setup, portraits / "woman_frontal.jpg", tmp_path / f"{name}.mp4",
-                      "--seed", "1", "--cfg", "2.5", *extra)
+        r = _generate(
+            setup,
+            portraits / "woman_frontal.jpg",
+            tmp_path / f"{name}.mp4",
+            "--seed",
+            "1",
+            "--cfg",
+            "2.5",
+            *extra,
+        )
         assert r.exit_code == 0, r.output
         assert "64x64, 2 clips x 1 steps, cfg 2.5, seed 1" in r.stdout
         with av.open(str(tmp_path / f"{name}.mp4")) as c:
@@ -86,9 +111,25 @@ def test_flags_reach_the_generator(setup, portraits, tmp_path):
 def test_default_size_is_the_checkpoints(setup, portraits, tmp_path):
     run, w2v, half_second = setup
     out = tmp_path / "native.mp4"
-    r = CliRunner().invoke(app, ["generate", str(portraits / "woman_frontal.jpg"), str(half_second),
-                                 "--checkpoint", str(run), "-o", str(out), "--steps", "1",
-                                 "--audio-model", str(w2v), "--device", "cpu", "-q"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            str(portraits / "woman_frontal.jpg"),
+            str(half_second),
+            "--checkpoint",
+            str(run),
+            "-o",
+            str(out),
+            "--steps",
+            "1",
+            "--audio-model",
+            str(w2v),
+            "--device",
+            "cpu",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     with av.open(str(out)) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (SIZE, SIZE)
@@ -122,9 +163,21 @@ def test_bad_audio_and_checkpoint_fail_with_one_line(setup, portraits, videos, t
     r = _generate(setup, face, out_dir / "x.mp4", audio=videos / "talking_no_audio_30fps_720x1280.mp4")
     _assert_clean_failure(r, "talking_no_audio_30fps_720x1280.mp4: no audio stream", out_dir)
     run, w2v, audio = setup
-    r = CliRunner().invoke(app, ["generate", str(face), str(audio), "--checkpoint",
-                                 str(tmp_path / "no_run"), "-o", str(out_dir / "x.mp4"),
-                                 "--audio-model", str(w2v), "-q"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            str(face),
+            str(audio),
+            "--checkpoint",
+            str(tmp_path / "no_run"),
+            "-o",
+            str(out_dir / "x.mp4"),
+            "--audio-model",
+            str(w2v),
+            "-q",
+        ],
+    )
     _assert_clean_failure(r, "checkpoint not found", out_dir)
     r = _generate(setup, face, out_dir / "x.mp4", "--size", "72")  # not a multiple of 16
     _assert_clean_failure(r, "size must be a positive multiple of 16", out_dir)
@@ -135,13 +188,29 @@ def test_installed_command_exit_code(setup, portraits, videos, tmp_path):
     run, w2v, _ = setup
     out = tmp_path / "x.mp4"
     proc = subprocess.run(
-        [sys.executable, "-m", "emokit", "generate", str(portraits / "woman_frontal.jpg"),
-         str(videos / "talking_no_audio_30fps_720x1280.mp4"), "--checkpoint", str(run),
-         "-o", str(out), "--audio-model", str(w2v), "-q"],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            "-m",
+            "emokit",
+            "generate",
+            str(portraits / "woman_frontal.jpg"),
+            str(videos / "talking_no_audio_30fps_720x1280.mp4"),
+            "--checkpoint",
+            str(run),
+            "-o",
+            str(out),
+            "--audio-model",
+            str(w2v),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
         timeout=120,
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: talking_no_audio_30fps_720x1280.mp4: no audio stream")
+        "error: talking_no_audio_30fps_720x1280.mp4: no audio stream"
+    )
     assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -47,8 +47,25 @@ def build_tiny_run(tmp_path_factory: pytest.TempPathFactory, videos: Path) -> tu
     _invoke("ingest", videos / "speaker_c_25fps_512.mp4", "-o", ds, "-w", "1", "-q")
     _invoke("label", ds, "--size", SIZE, "--audio-model", w2v, "-w", "1", "-q")
     for stage in (1, 2, 3):
-        _invoke("train", ds, "--stage", stage, "-o", run, "--preset", "tiny", "--max-steps", 2,
-                "--checkpoint-every", 2, "--lr", "1e-3", "-w", 0, "-q")
+        _invoke(
+            "train",
+            ds,
+            "--stage",
+            stage,
+            "-o",
+            run,
+            "--preset",
+            "tiny",
+            "--max-steps",
+            2,
+            "--checkpoint-every",
+            2,
+            "--lr",
+            "1e-3",
+            "-w",
+            0,
+            "-q",
+        )
     return run, w2v
 
 
@@ -87,8 +104,11 @@ def _probe(path: Path) -> dict:
     with av.open(str(path)) as c:
         v, a = c.streams.video[0], c.streams.audio[0]
         info = {
-            "vcodec": v.codec_context.name, "acodec": a.codec_context.name,
-            "rate": v.average_rate, "size": (v.width, v.height), "pix_fmt": v.codec_context.pix_fmt,
+            "vcodec": v.codec_context.name,
+            "acodec": a.codec_context.name,
+            "rate": v.average_rate,
+            "size": (v.width, v.height),
+            "pix_fmt": v.codec_context.pix_fmt,
         }
         info["frames"] = sum(1 for _ in c.decode(video=0))
         c.seek(0)
@@ -110,8 +130,7 @@ def _frames(path: Path) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("name", "steps"),
-    [("speech_en_8s_16k_stereo.wav", 2), ("speech_en_11s_44k_24bit.flac", 2),
-     ("speech_60s_16k_mono.wav", 1)],
+    [("speech_en_8s_16k_stereo.wav", 2), ("speech_en_11s_44k_24bit.flac", 2), ("speech_60s_16k_mono.wav", 1)],
 )
 def test_video_as_long_as_the_audio(generator, portraits, audio_dir, tmp_path, name, steps):
     out = tmp_path / "out.mp4"
@@ -152,19 +171,20 @@ def test_seed_decides_the_frames(generator, portraits, audio_dir, tmp_path):
     assert np.abs(a - b).mean() < 0.5
 
 
-def test_reference_net_once_per_video_and_per_clip_never_per_step(generator, portraits, audio_dir,
-                                                                   tmp_path):
+def test_reference_net_once_per_video_and_per_clip_never_per_step(generator, portraits, audio_dir, tmp_path):
     audio = short_wav(audio_dir / "speech_two_speakers_lr_16k.wav", 1.0, tmp_path / "a.wav")
     calls: list[int] = []
     denoiser_batches: list[int] = []
     hooks = [
         generator.model.reference_net.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0])),
         generator.model.backbone.register_forward_hook(
-            lambda m, a, o: denoiser_batches.append(a[0].shape[0])),
+            lambda m, a, o: denoiser_batches.append(a[0].shape[0])
+        ),
     ]
     try:
-        r = generator(portraits / "woman_slight_turn.png", audio, tmp_path / "o.mp4", steps=3,
-                      cfg=2.0, size=SIZE)
+        r = generator(
+            portraits / "woman_slight_turn.png", audio, tmp_path / "o.mp4", steps=3, cfg=2.0, size=SIZE
+        )
     finally:
         for h in hooks:
             h.remove()
@@ -182,8 +202,9 @@ def test_cfg_one_runs_a_single_branch(generator, portraits, tmp_path, audio_dir)
     batches: list[int] = []
     h = generator.model.backbone.register_forward_hook(lambda m, a, o: batches.append(a[0].shape[0]))
     try:
-        r = generator(portraits / "woman_frontal.jpg", speech, tmp_path / "o.mp4", steps=2, cfg=1.0,
-                      size=SIZE)
+        r = generator(
+            portraits / "woman_frontal.jpg", speech, tmp_path / "o.mp4", steps=2, cfg=1.0, size=SIZE
+        )
     finally:
         h.remove()
     assert r.frames == 15 and r.clips == 2
@@ -194,9 +215,12 @@ def test_audio_model_must_match_the_checkpoint(generator):
     from emokit.models import EMOConfig, EMOModel
 
     model = EMOModel(EMOConfig.tiny())  # expects 2 x 16 audio features; the tiny wav2vec gives 2 x 32
-    with pytest.raises(GenerateError, match="the audio model gives 2 layers x 32 features per frame "
-                       "but the checkpoint expects 2 x 16"):
+    with pytest.raises(
+        GenerateError,
+        match="the audio model gives 2 layers x 32 features per frame but the checkpoint expects 2 x 16",
+    ):
         Generator.from_parts(model, generator.alphas_cumprod, generator.encoder)
     with pytest.raises(SamplerError, match="spacing"):
-        Generator.from_parts(generator.model, generator.alphas_cumprod, generator.encoder,
-                             timestep_spacing="linspace")
+        Generator.from_parts(
+            generator.model, generator.alphas_cumprod, generator.encoder, timestep_spacing="linspace"
+        )

@@ -76,8 +76,9 @@ def _write_concat(path: Path, parts: list[tuple[Path, float]], size: int = 320) 
 def test_concatenated_real_clips_cut_found_within_one_frame(videos, tmp_path):
     # speaker_d is 410x412 at 25 fps, speaker_vfr_700 is 700x700 VFR: different sizes and rates.
     path = tmp_path / "concat.mp4"
-    cut = _write_concat(path, [(videos / "speaker_d_25fps_410x412.mp4", 4.0),
-                               (videos / "speaker_vfr_700.mp4", 5.0)])
+    cut = _write_concat(
+        path, [(videos / "speaker_d_25fps_410x412.mp4", 4.0), (videos / "speaker_vfr_700.mp4", 5.0)]
+    )
     rows = ok_rows(ingest_source(path, IngestConfig()))
     assert len(rows) == 2, rows
     assert abs(rows[0]["end_frame"] - cut) <= 1
@@ -96,8 +97,12 @@ def mixed_dataset(videos, tmp_path_factory):
     real = (videos / "speaker_d_25fps_410x412.mp4").read_bytes()
     (bad / "truncated.mp4").write_bytes(real[: len(real) // 2])
     shutil.copy(videos.parent / "audio" / "speech_en_8s_16k_stereo.wav", bad / "audio only.mp4")
-    names = ["no_face_slides_30fps_1080p.mp4", "speaker_vfr_700.mp4",
-             "speaker_d_25fps_410x412.mp4", "talking_no_audio_30fps_720x1280.mp4"]
+    names = [
+        "no_face_slides_30fps_1080p.mp4",
+        "speaker_vfr_700.mp4",
+        "speaker_d_25fps_410x412.mp4",
+        "talking_no_audio_30fps_720x1280.mp4",
+    ]
     inputs = [videos / n for n in names] + [bad]
     out = tmp_path_factory.mktemp("ds")
     summary = ingest(inputs, out, workers=2, progress=False)
@@ -192,13 +197,21 @@ def test_cli_exit_codes(videos, tmp_path):
 
 
 def test_sigkill_midway_then_rerun_matches_clean_run(videos, tmp_path):
-    inputs = [str(videos / n) for n in ("speaker_d_25fps_410x412.mp4", "speaker_vfr_700.mp4",
-                                        "no_face_slides_30fps_1080p.mp4",
-                                        "talking_no_audio_30fps_720x1280.mp4")]
+    inputs = [
+        str(videos / n)
+        for n in (
+            "speaker_d_25fps_410x412.mp4",
+            "speaker_vfr_700.mp4",
+            "no_face_slides_30fps_1080p.mp4",
+            "talking_no_audio_30fps_720x1280.mp4",
+        )
+    ]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "emokit", "ingest", *inputs, "-o", str(killed),
-                             "-q", "--workers", "1"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emokit", "ingest", *inputs, "-o", str(killed), "-q", "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     cache = killed / ".ingest"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(cache.glob("*.parquet"))) < 1:
@@ -209,8 +222,10 @@ def test_sigkill_midway_then_rerun_matches_clean_run(videos, tmp_path):
     assert _cli("ingest", *inputs, "-o", str(killed), "-q").returncode == 0
     clean = tmp_path / "clean"
     assert _cli("ingest", *inputs, "-o", str(clean), "-q").returncode == 0
-    assert (read_table(killed / "manifest.parquet").to_pylist()
-            == read_table(clean / "manifest.parquet").to_pylist())
+    assert (
+        read_table(killed / "manifest.parquet").to_pylist()
+        == read_table(clean / "manifest.parquet").to_pylist()
+    )
     leftovers = [p for p in killed.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
 

@@ -34,15 +34,22 @@ def tiny_w2v(tmp_path_factory) -> str:
 
 
 def _shards(dataset: Path, columns=None) -> list[dict]:
-    return [r for p in sorted((dataset / "shards").glob("shard-*.parquet"))
-            for r in read_table(p, columns=columns).to_pylist()]
+    return [
+        r
+        for p in sorted((dataset / "shards").glob("shard-*.parquet"))
+        for r in read_table(p, columns=columns).to_pylist()
+    ]
 
 
 @pytest.fixture(scope="module")
 def labelled(videos, tiny_w2v, tmp_path_factory):
     ds = tmp_path_factory.mktemp("labelled")
-    names = ["speaker_d_25fps_410x412.mp4", "speaker_vfr_700.mp4", "crowd_multiface_25fps_1080p.mp4",
-             "talking_no_audio_30fps_720x1280.mp4"]
+    names = [
+        "speaker_d_25fps_410x412.mp4",
+        "speaker_vfr_700.mp4",
+        "crowd_multiface_25fps_1080p.mp4",
+        "talking_no_audio_30fps_720x1280.mp4",
+    ]
     ingest([videos / n for n in names], ds, workers=2, progress=False)
     cfg = LabelConfig(size=128, audio_model=tiny_w2v, shard_size=2)
     summary = label(ds, cfg, workers=2, progress=False)
@@ -56,8 +63,11 @@ def _name(row) -> str:
 def test_clips_are_30fps_with_one_token_per_frame(labelled):
     _, _, rows = labelled
     ok = [r for r in rows if r["status"] == "ok"]
-    assert {_name(r) for r in ok} >= {"speaker_d_25fps_410x412.mp4", "speaker_vfr_700.mp4",
-                                      "talking_no_audio_30fps_720x1280.mp4"}
+    assert {_name(r) for r in ok} >= {
+        "speaker_d_25fps_410x412.mp4",
+        "speaker_vfr_700.mp4",
+        "talking_no_audio_30fps_720x1280.mp4",
+    }
     for r in ok:
         n = r["num_frames"]
         assert n == round((r["end_s"] - r["start_s"]) * 30)
@@ -96,8 +106,15 @@ def test_crowd_is_flagged_or_rejected_with_reason(labelled):
 
 def test_last_shot_of_scene_cuts_has_several_faces(videos, tiny_w2v):
     # 7.884-10.02 s is the audience shot (shorter than 3 s, so ingest drops it: label it directly).
-    window = dict(clip_id="audience", source_path=str(videos / "scene_cuts_multiface_2997fps.mp4"),
-                  source_sha256="x", start_s=7.884, end_s=10.0, video_stream=0, has_audio=True)
+    window = dict(
+        clip_id="audience",
+        source_path=str(videos / "scene_cuts_multiface_2997fps.mp4"),
+        source_sha256="x",
+        start_s=7.884,
+        end_s=10.0,
+        video_stream=0,
+        has_audio=True,
+    )
     (r,) = label_window(window, LabelConfig(size=96), bounds=(1.0, 12.0)).rows
     assert (r["status"] == "rejected" and r["reason"]) or ("multi_face" in r["flags"] and r["max_faces"] > 1)
 
@@ -111,8 +128,9 @@ def test_shards_schema_pandas_duckdb_label_only_reads(labelled):
     assert schema.metadata[b"schema_version"].decode() == SCHEMA_VERSION
     df = pd.read_parquet(paths[0], columns=LABEL_COLUMNS)
     assert "video_mp4" not in df.columns and len(df) >= 2
-    n = duckdb.sql(f"select count(*) from read_parquet('{ds / 'shards'}/*.parquet') "
-                   "where status = 'ok'").fetchall()[0][0]
+    n = duckdb.sql(
+        f"select count(*) from read_parquet('{ds / 'shards'}/*.parquet') where status = 'ok'"
+    ).fetchall()[0][0]
     assert n == sum(r["status"] == "ok" for r in labelled[2])
 
 
@@ -133,8 +151,9 @@ def _rotating_portrait_video(portrait: Path, path: Path, seconds=4.0, fps=25):
             cx, cy = canvas / 2 + 60 * k / n, canvas / 2 - 30 * k / n
             m = cv2.getRotationMatrix2D((180, 180), roll, zoom)
             m[:, 2] += (cx - 180, cy - 180)
-            frame = cv2.warpAffine(img, m, (canvas, canvas), borderMode=cv2.BORDER_CONSTANT,
-                                   borderValue=(90, 90, 90))
+            frame = cv2.warpAffine(
+                img, m, (canvas, canvas), borderMode=cv2.BORDER_CONSTANT, borderValue=(90, 90, 90)
+            )
             vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
             vf.pts, vf.time_base = k, Fraction(1, fps)
             out.mux(st.encode(vf))
@@ -169,8 +188,12 @@ def test_known_rotation_translation_zoom_recovered(portraits, tmp_path):
 
 def test_no_face_slides_rejected_and_run_exits_zero(videos, tiny_w2v, tmp_path):
     ds = tmp_path / "ds"
-    ingest([videos / "no_face_slides_30fps_1080p.mp4", videos / "speaker_d_25fps_410x412.mp4"], ds,
-           workers=1, progress=False)
+    ingest(
+        [videos / "no_face_slides_30fps_1080p.mp4", videos / "speaker_d_25fps_410x412.mp4"],
+        ds,
+        workers=1,
+        progress=False,
+    )
     cmd = [sys.executable, "-m", "emokit", "label", str(ds), "-q", "--size", "64", "--workers", "2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     # there is no wav2vec offline: one clear line naming the flag, before any work
@@ -188,11 +211,13 @@ def test_no_face_slides_rejected_and_run_exits_zero(videos, tiny_w2v, tmp_path):
     assert r.returncode == 2 and "--audio-model" in r.stderr, r.stderr
     assert len([x for x in r.stderr.splitlines() if x.startswith("error")]) == 1
     assert not list((ds / "shards").glob("*.parquet"))
-    r = subprocess.run([*cmd, "--audio-model", tiny_w2v, "--audio-device", "gpu"], capture_output=True,
-                       text=True, env=env)
+    r = subprocess.run(
+        [*cmd, "--audio-model", tiny_w2v, "--audio-device", "gpu"], capture_output=True, text=True, env=env
+    )
     assert r.returncode == 2 and "--audio-device" in r.stderr and len(r.stderr.splitlines()) == 1
-    r = subprocess.run([*cmd, "--audio-model", tiny_w2v, "--audio-device", "cpu"], capture_output=True,
-                       text=True, env=env)
+    r = subprocess.run(
+        [*cmd, "--audio-model", tiny_w2v, "--audio-device", "cpu"], capture_output=True, text=True, env=env
+    )
     assert r.returncode == 0, r.stderr
     rows = _shards(ds, columns=["source_path", "status", "reason"])
     slides = [x for x in rows if "slides" in x["source_path"]]
@@ -232,8 +257,7 @@ def test_sigkill_then_rerun_gives_same_shards(videos, tiny_w2v, tmp_path):
 
 def test_inspect_writes_contact_sheet_pose_plot_and_table(labelled):
     ds, _, rows = labelled
-    r = subprocess.run([sys.executable, "-m", "emokit", "inspect", str(ds)], capture_output=True,
-                       text=True)
+    r = subprocess.run([sys.executable, "-m", "emokit", "inspect", str(ds)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     ok = [x for x in rows if x["status"] == "ok"]
     sheet = cv2.imread(str(ds / "inspect" / "contact_sheet.png"))
@@ -249,8 +273,15 @@ def test_kept_face_region_gives_the_same_clip_as_whole_frames(videos, monkeypatc
     what whole frames give, and a crop leaving the kept square must fall back to whole frames."""
     from emokit.data import label_video
 
-    window = dict(clip_id="w", source_path=str(videos / "speaker_a_25fps_1080x1920.mp4"),
-                  source_sha256="x", start_s=1.0, end_s=4.5, video_stream=0, has_audio=True)
+    window = dict(
+        clip_id="w",
+        source_path=str(videos / "speaker_a_25fps_1080x1920.mp4"),
+        source_sha256="x",
+        start_s=1.0,
+        end_s=4.5,
+        video_stream=0,
+        has_audio=True,
+    )
     cfg = LabelConfig(size=128)
     keeps = []
     real = label_video._label_decoded

@@ -21,4 +21,5 @@ def test_example_manifest_matches_schema():
 def test_example_manifest_is_in_sync(shared_data, tmp_path):
     fresh = manifest_example(tmp_path / "example.parquet")
     assert read_table(fresh).to_pylist() == read_table(EXAMPLE).to_pylist(), (
-        "data_manifest.example.parquet is stale: run `make manifest-example`")
+        "data_manifest.example.parquet is stale: run `make manifest-example`"
+    )

@@ -69,8 +69,9 @@ def test_shapes_with_motion_frames_and_backward(model: EMOModel, inputs: dict) -
     ref = model.reference(inputs["ref"], inputs["motion"])
     assert ref.motion_frames == N and ref.batch == B
     assert all(v.shape[0] == B * N for v in ref.motion.values())
-    out = model(inputs["noisy"], inputs["timesteps"], ref, inputs["audio"], inputs["face_mask"],
-                inputs["speed"])
+    out = model(
+        inputs["noisy"], inputs["timesteps"], ref, inputs["audio"], inputs["face_mask"], inputs["speed"]
+    )
     assert out.shape == (B, F, 4, H, H) and torch.isfinite(out).all()
     out.square().mean().backward()
     assert model.reference_net.conv_in.weight.grad.abs().sum() > 0  # reference path is in the graph
@@ -159,8 +160,15 @@ def test_gradient_checkpointing_gives_the_same_gradients(model: EMOModel, inputs
     def grads() -> dict[str, torch.Tensor]:
         model.zero_grad(set_to_none=True)
         ref = model.reference(inputs["ref"], inputs["motion"])
-        out = model(inputs["noisy"], inputs["timesteps"], ref, inputs["audio"],
-                    inputs["face_mask"], inputs["speed"], drop_reference=torch.tensor([False, True]))
+        out = model(
+            inputs["noisy"],
+            inputs["timesteps"],
+            ref,
+            inputs["audio"],
+            inputs["face_mask"],
+            inputs["speed"],
+            drop_reference=torch.tensor([False, True]),
+        )
         out.square().mean().backward()
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -170,8 +178,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(model: EMOModel, inputs
     checkpointed = grads()
     assert plain.keys() == checkpointed.keys() and len(plain) > 100
     for name in plain:
-        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-6,
-                                   msg=name)
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_deepcopy_is_an_independent_model(model: EMOModel, inputs: dict) -> None:
@@ -195,8 +202,13 @@ def test_deepcopy_is_an_independent_model(model: EMOModel, inputs: dict) -> None
 )
 def test_bad_inputs_raise_one_line_errors(model, inputs, change: dict, message: str) -> None:
     ref = model.reference(inputs["ref"], inputs["motion"])
-    args = {"noisy": inputs["noisy"], "timesteps": inputs["timesteps"], "ref": ref,
-            "audio": inputs["audio"], "face_mask": inputs["face_mask"]} | change
+    args = {
+        "noisy": inputs["noisy"],
+        "timesteps": inputs["timesteps"],
+        "ref": ref,
+        "audio": inputs["audio"],
+        "face_mask": inputs["face_mask"],
+    } | change
     if args["noisy"].shape[1] != F:
         args["audio"] = None
     with pytest.raises(ValueError, match=message) as err:
@@ -224,5 +236,6 @@ def test_repeated_reference_features_serve_a_cfg_batch(model: EMOModel, inputs: 
     pair = {k: torch.cat([v, v]) for k, v in one.items()}
     out = run(model, pair, ref=ref, drop_reference=torch.tensor([False, True]))
     torch.testing.assert_close(out[:1], run(model, one), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out[1:], run(model, one, drop_reference=torch.tensor([True])),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        out[1:], run(model, one, drop_reference=torch.tensor([True])), rtol=1e-5, atol=1e-5
+    )

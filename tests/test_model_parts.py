@@ -55,9 +55,11 @@ def test_frame_window_is_edge_padded() -> None:
 def test_speed_encoding_matches_the_formula() -> None:
     centres, radii = (0.0, 0.5, 1.5, 4.0), (0.5, 0.25, 1.0, 2.0)
     speeds = [0.0, 0.3, 0.5, 1.2, 2.75, 9.0]
-    got = speed_encoding(torch.tensor(speeds, dtype=torch.float64),
-                         torch.tensor(centres, dtype=torch.float64),
-                         torch.tensor(radii, dtype=torch.float64))
+    got = speed_encoding(
+        torch.tensor(speeds, dtype=torch.float64),
+        torch.tensor(centres, dtype=torch.float64),
+        torch.tensor(radii, dtype=torch.float64),
+    )
     want = [[math.tanh((v - c) / r * 3) for c, r in zip(centres, radii)] for v in speeds]
     assert got.shape == (len(speeds), len(centres))
     torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-12)

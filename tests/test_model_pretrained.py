@@ -45,11 +45,15 @@ def denoise(model: EMOModel) -> torch.Tensor:
     mask = torch.zeros(1, 1, 64, 64)
     mask[..., 16:48, 16:48] = 1
     with torch.no_grad():
-        ref = model.reference(torch.randn(1, 4, 8, 8, generator=g),
-                              torch.randn(1, 2, 4, 8, 8, generator=g))
-        return model(torch.randn(1, 3, 4, 8, 8, generator=g), torch.tensor([300]), ref,
-                     torch.randn(1, 3, CFG.audio_layers, CFG.audio_dim, generator=g), mask,
-                     torch.tensor([[0.5, 1.0, 2.0]]))
+        ref = model.reference(torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 2, 4, 8, 8, generator=g))
+        return model(
+            torch.randn(1, 3, 4, 8, 8, generator=g),
+            torch.tensor([300]),
+            ref,
+            torch.randn(1, 3, CFG.audio_layers, CFG.audio_dim, generator=g),
+            mask,
+            torch.tensor([[0.5, 1.0, 2.0]]),
+        )
 
 
 def test_from_sd15_loads_unet_twice_and_the_vae(sd_folder: Path) -> None:
@@ -64,9 +68,12 @@ def test_from_sd15_loads_unet_twice_and_the_vae(sd_folder: Path) -> None:
 
 def test_from_sd15_maps_a_motion_adapter(sd_folder: Path, tmp_path: Path) -> None:
     torch.manual_seed(5)
-    adapter = MotionAdapter(block_out_channels=CFG.block_out_channels, motion_layers_per_block=1,
-                            motion_num_attention_heads=CFG.temporal_heads,
-                            motion_norm_num_groups=CFG.temporal_norm_groups)
+    adapter = MotionAdapter(
+        block_out_channels=CFG.block_out_channels,
+        motion_layers_per_block=1,
+        motion_num_attention_heads=CFG.temporal_heads,
+        motion_norm_num_groups=CFG.temporal_norm_groups,
+    )
     adapter.save_pretrained(tmp_path / "motion")
     model = EMOModel.from_sd15(sd_folder, CFG, motion_adapter=tmp_path / "motion")
     ours = model.temporal.state_dict()
@@ -98,8 +105,7 @@ def test_save_and_from_pretrained_give_identical_outputs(tmp_path: Path) -> None
     wake(model.audio_proj, seed=1)
     wake(model.face_locator, seed=2)
     model.save_pretrained(tmp_path / "ckpt")
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json",
-                                                                       "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
     loaded = EMOModel.from_pretrained(tmp_path / "ckpt").eval()
     assert loaded.config == CFG == read_config(tmp_path / "ckpt")
     assert same_state(loaded, model)

@@ -21,8 +21,8 @@ def _reference_tail(name: str) -> bool:
     """Tiny ReferenceNet layers after its last self-attention input (never reach the backbone)."""
     last = "reference_net.up_blocks.1.attentions.1."
     return (name.startswith(f"{last}transformer_blocks.0.") and ".norm1." not in name) or (
-        name.startswith((f"{last}proj_out.", "reference_net.conv_norm_out.",
-                         "reference_net.conv_out.")))
+        name.startswith((f"{last}proj_out.", "reference_net.conv_norm_out.", "reference_net.conv_out."))
+    )
 
 
 def expected(name: str, stage: int) -> bool:
@@ -30,11 +30,17 @@ def expected(name: str, stage: int) -> bool:
     part = name.split(".")[0]
     speed = part == "temporal" and ".speed." in name
     if stage == 1:
-        return (part == "backbone" and not _audio_attention(name)) or part == "face_locator" or (
-            part == "reference_net" and not _reference_tail(name))
+        return (
+            (part == "backbone" and not _audio_attention(name))
+            or part == "face_locator"
+            or (part == "reference_net" and not _reference_tail(name))
+        )
     if stage == 2:
-        return (part == "temporal" and not speed) or part == "audio_proj" or (
-            part == "backbone" and _audio_attention(name))
+        return (
+            (part == "temporal" and not speed)
+            or part == "audio_proj"
+            or (part == "backbone" and _audio_attention(name))
+        )
     return part in ("temporal", "speed_encoder")
 
 
@@ -53,9 +59,14 @@ def test_set_stage_trains_exactly_the_papers_parameters(model: EMOModel, stage: 
     assert len(params) == len(trainable)
     assert not any(n.startswith("vae.") for n in trainable)
     parts = {n.split(".")[0] for n in trainable}
-    assert parts == {1: {"backbone", "reference_net", "face_locator"},
-                     2: {"temporal", "backbone", "audio_proj"},
-                     3: {"temporal", "speed_encoder"}}[stage]
+    assert (
+        parts
+        == {
+            1: {"backbone", "reference_net", "face_locator"},
+            2: {"temporal", "backbone", "audio_proj"},
+            3: {"temporal", "speed_encoder"},
+        }[stage]
+    )
 
 
 @pytest.mark.parametrize("stage", [1, 2, 3])
@@ -68,8 +79,14 @@ def test_every_trainable_parameter_gets_a_gradient(model: EMOModel, stage: int) 
     motion = torch.randn(b, n, 4, 8, 8, generator=g) if n else None
     ref = model.reference(torch.randn(b, 4, 8, 8, generator=g), motion)
     speed = torch.rand(b, f, generator=g) if stage == 3 else None
-    out = model(torch.randn(b, f, 4, 8, 8, generator=g), torch.tensor([3, 600]), ref,
-                torch.randn(b, f, 2, 16, generator=g), torch.ones(b, 1, 64, 64), speed)
+    out = model(
+        torch.randn(b, f, 4, 8, 8, generator=g),
+        torch.tensor([3, 600]),
+        ref,
+        torch.randn(b, f, 2, 16, generator=g),
+        torch.ones(b, 1, 64, 64),
+        speed,
+    )
     out.square().mean().backward()
     assert all(p.grad is not None for p in params)
     assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
@@ -92,10 +109,8 @@ def test_unknown_stage_is_rejected(model: EMOModel) -> None:
 
 def test_tiny_counts_add_up(model: EMOModel) -> None:
     counts = count_parameters(model)
-    parts = ("vae", "backbone", "reference_net", "temporal", "face_locator", "audio_proj",
-             "speed_encoder")
-    assert sum(counts[p] for p in parts) == counts["total"] == sum(
-        p.numel() for p in model.parameters())
+    parts = ("vae", "backbone", "reference_net", "temporal", "face_locator", "audio_proj", "speed_encoder")
+    assert sum(counts[p] for p in parts) == counts["total"] == sum(p.numel() for p in model.parameters())
     assert counts["backbone"] == counts["reference_net"]
     assert 0 < counts["temporal.speed"] < counts["temporal"]
     assert counts["total"] < 5_000_000
@@ -112,6 +127,5 @@ def test_sd15_builds_on_meta_with_real_sd15_counts() -> None:
     # the temporal self-attention is exactly an AnimateDiff v2 MotionAdapter's worth of weights
     with torch.device("meta"):
         adapter = MotionAdapter()
-    assert counts["temporal"] - counts["temporal.speed"] == sum(
-        p.numel() for p in adapter.parameters())
+    assert counts["temporal"] - counts["temporal.speed"] == sum(p.numel() for p in adapter.parameters())
     assert counts["total"] > 2 * SD15_UNET + SD15_VAE

@@ -115,12 +115,13 @@ def test_partial_face_at_edge_and_tight_crops(portraits: Path, tmp_path: Path) -
     ref = load_portrait(portraits / "woman_frontal.jpg", size=SIZE)
     x0, y0, x1, y1 = (int(v) for v in ref.face_box[:4])
     Image.open(portraits / "woman_frontal.jpg").crop((x0 - 10, y0 - 10, x1 + 10, y1 + 10)).save(
-        tmp_path / "tight.png")
+        tmp_path / "tight.png"
+    )
     p = load_portrait(tmp_path / "tight.png", size=SIZE)
     _check(p)
     assert p.crop_box[0] < 0 and p.crop_box[2] > p.source_size[0]
     pad = int(-p.crop_box[0] / (p.crop_box[2] - p.crop_box[0]) * SIZE)
-    assert pad > 4 and p.image[:, : pad - 1].max() == 0 and p.image[:, -(pad - 1):].max() == 0
+    assert pad > 4 and p.image[:, : pad - 1].max() == 0 and p.image[:, -(pad - 1) :].max() == 0
     assert p.image[:, pad + 1 : -pad - 1].std() > 10
 
 

@@ -26,8 +26,6 @@ from emokit.data.pose import (
 from emokit.data.track import track_main_face
 
 
-
-
 def _project(angles, t=(0.0, 0.0, 40.0), size=512) -> np.ndarray:
     rvec, _ = cv2.Rodrigues(euler_to_matrix(np.array(angles, dtype=float)))
     pts, _ = cv2.projectPoints(MODEL_POINTS, rvec, np.array(t), camera_matrix(size, size), None)

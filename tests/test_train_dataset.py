@@ -9,7 +9,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from emokit.train.dataset import (
-    ClipDataset, DatasetError, StepBatches, decode_frames, face_mask, index_clips,
+    ClipDataset,
+    DatasetError,
+    StepBatches,
+    decode_frames,
+    face_mask,
+    index_clips,
 )
 from train_shards import build_dataset, clip_frames, encode_mp4
 
@@ -28,8 +33,12 @@ def _all_frames(mp4: bytes, res: int) -> np.ndarray:
     import av
 
     with av.open(io.BytesIO(mp4)) as c:
-        return np.stack([f.to_ndarray(format="rgb24", width=res, height=res, interpolation="AREA")
-                         for f in c.decode(video=0)])
+        return np.stack(
+            [
+                f.to_ndarray(format="rgb24", width=res, height=res, interpolation="AREA")
+                for f in c.decode(video=0)
+            ]
+        )
 
 
 def test_index_applies_recipe_filters(dataset):

@@ -55,11 +55,35 @@ def test_two_processes_gloo(tmp_path, videos):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-         str(WORLD), "-m", "emokit", "train", str(dataset), "--stage", "1", "-o", str(run),
-         "--max-steps", str(STEPS), "--checkpoint-every", "100", "--lr", str(LR),
-         "--workers", "0", "--device", "cpu"],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(WORLD),
+            "-m",
+            "emokit",
+            "train",
+            str(dataset),
+            "--stage",
+            "1",
+            "-o",
+            str(run),
+            "--max-steps",
+            str(STEPS),
+            "--checkpoint-every",
+            "100",
+            "--lr",
+            str(LR),
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     sdir = run / "stage1"

@@ -44,8 +44,7 @@ def test_label_shards_feed_every_frame(labelled):
 def test_three_stages_on_labelled_shards(labelled, tmp_path):
     cfg = TrainConfig(max_steps=1, checkpoint_every=100, frames=4, motion_frames=2, log_every=1)
     for stage in (1, 2, 3):
-        r = train(labelled, tmp_path / "run", stage, cfg, workers=1, progress=False,
-                  log=lambda _: None)
+        r = train(labelled, tmp_path / "run", stage, cfg, workers=1, progress=False, log=lambda _: None)
         assert r.step == 1 and r.final is not None and r.losses and np.isfinite(r.losses[0])
     model = load_for_inference(tmp_path / "run")
     shape = pq.read_table(next((labelled / "shards").glob("*.parquet")), columns=["audio_shape"])

@@ -22,8 +22,9 @@ from emokit.train.noise import training_scheduler
 from train_shards import build_dataset
 
 L, D = 2, 8  # not the preset's audio size: a fresh model takes it from the shards
-CFG = TrainConfig(max_steps=2, checkpoint_every=1, log_every=1, frames=4, motion_frames=2,
-                  lr=1e-3, cond_dropout=0.5)
+CFG = TrainConfig(
+    max_steps=2, checkpoint_every=1, log_every=1, frames=4, motion_frames=2, lr=1e-3, cond_dropout=0.5
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +106,9 @@ def test_cli_errors_are_one_line(dataset, tmp_path):
     assert r.exit_code == 2 and "emokit train DATASET --stage 2" in r.output
     r = runner.invoke(app, ["train", str(tmp_path), "--stage", "1", "-o", str(tmp_path / "run")])
     assert r.exit_code == 2 and "no label shards" in r.output
-    r = runner.invoke(app, ["train", str(dataset), "--stage", "1", "-o", str(tmp_path / "r"),
-                            "--preset", "huge"])
+    r = runner.invoke(
+        app, ["train", str(dataset), "--stage", "1", "-o", str(tmp_path / "r"), "--preset", "huge"]
+    )
     assert r.exit_code == 2 and "--preset must be one of" in r.output
     assert "Example: emokit train" in runner.invoke(app, ["train", "--help"]).output
 
@@ -132,7 +134,6 @@ def test_init_from_a_diffusers_sd15_folder(dataset, tmp_path):
     assert attn2 and all(torch.equal(ours[k], theirs[k]) for k in attn2)
     assert not torch.equal(ours["conv_in.weight"], theirs["conv_in.weight"])  # trained: moved
     with pytest.raises(ValueError, match="--init"):
-        train(dataset, tmp_path / "other", 1, cfg, init=str(tmp_path / "missing"), workers=0,
-              progress=False)
+        train(dataset, tmp_path / "other", 1, cfg, init=str(tmp_path / "missing"), workers=0, progress=False)
     with pytest.raises(TrainError, match="apply to stage 1"):
         train(dataset, tmp_path / "run", 2, cfg, init=str(sd), workers=0, progress=False)

@@ -21,29 +21,51 @@ STEPS, EVERY = 8, 2
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory, videos):
-    return build_dataset(tmp_path_factory.mktemp("ds"), videos / "head_turn_25fps_224.mp4", 2, 8,
-                         extras=False)
+    return build_dataset(
+        tmp_path_factory.mktemp("ds"), videos / "head_turn_25fps_224.mp4", 2, 8, extras=False
+    )
 
 
 def _command(dataset, run) -> list[str]:
     recipe = run.parent / "recipe.toml"  # a log.csv row per step
     recipe.write_text("[train]\nlog_every = 1\n")
-    return [sys.executable, "-m", "emokit", "train", str(dataset), "--stage", "1", "-o", str(run),
-            "--max-steps", str(STEPS), "--checkpoint-every", str(EVERY), "--lr", "1e-3",
-            "--workers", "1", "--config", str(recipe)]
+    return [
+        sys.executable,
+        "-m",
+        "emokit",
+        "train",
+        str(dataset),
+        "--stage",
+        "1",
+        "-o",
+        str(run),
+        "--max-steps",
+        str(STEPS),
+        "--checkpoint-every",
+        str(EVERY),
+        "--lr",
+        "1e-3",
+        "--workers",
+        "1",
+        "--config",
+        str(recipe),
+    ]
 
 
 def _weights(folder) -> dict[str, torch.Tensor]:
-    return {**load_file(folder / "model" / "model.safetensors"),
-            **{f"ema.{k}": v for k, v in load_file(folder / "ema" / "ema.safetensors").items()}}
+    return {
+        **load_file(folder / "model" / "model.safetensors"),
+        **{f"ema.{k}": v for k, v in load_file(folder / "ema" / "ema.safetensors").items()},
+    }
 
 
 def test_sigkill_then_rerun_resumes(dataset, tmp_path):
     run = tmp_path / "run"
     # one torch thread: the data worker gets the other core, and numerics match across runs
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_command(dataset, run), stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env)  # stderr: tqdm bar
+    proc = subprocess.Popen(
+        _command(dataset, run), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )  # stderr: tqdm bar
     seen = []
     for line in proc.stdout:  # blocks until the trainer reports its first checkpoint
         seen.append(line)

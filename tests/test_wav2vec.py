@@ -150,9 +150,11 @@ def test_base_size_model_has_wav2vec2_base_shape(tmp_path: Path, speech: np.ndar
 
 @pytest.mark.parametrize(
     "norm, stable, head, safetensors",
-    [("group", False, "Wav2Vec2Model", True),  # wav2vec2-base layout
-     ("layer", True, "Wav2Vec2ForCTC", False),  # large-lv60 layout, a CTC checkpoint, .bin weights
-     ("layer", False, "Wav2Vec2Model", True)],
+    [
+        ("group", False, "Wav2Vec2Model", True),  # wav2vec2-base layout
+        ("layer", True, "Wav2Vec2ForCTC", False),  # large-lv60 layout, a CTC checkpoint, .bin weights
+        ("layer", False, "Wav2Vec2Model", True),
+    ],
 )
 def test_own_network_matches_transformers_hidden_states(tmp_path, speech, norm, stable, head, safetensors):
     import transformers
@@ -160,9 +162,18 @@ def test_own_network_matches_transformers_hidden_states(tmp_path, speech, norm, 
     from emokit.data.wav2vec_net import Wav2Vec2Config, Wav2Vec2Net, load_weights, resolve_files
 
     cfg = transformers.Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-        feat_extract_norm=norm, do_stable_layer_norm=stable, conv_bias=True, vocab_size=12)
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        feat_extract_norm=norm,
+        do_stable_layer_norm=stable,
+        conv_bias=True,
+        vocab_size=12,
+    )
     torch.manual_seed(0)
     hf = getattr(transformers, head)(cfg).eval()
     hf.save_pretrained(tmp_path)
@@ -173,7 +184,7 @@ def test_own_network_matches_transformers_hidden_states(tmp_path, speech, norm, 
     assert weights.name == ("model.safetensors" if safetensors else "pytorch_model.bin")
     ours = Wav2Vec2Net(Wav2Vec2Config.from_json(config_file)).eval()
     ours.load_hf_state_dict(load_weights(weights))
-    x = torch.from_numpy(speech[None, 16000:16000 * 3].copy())
+    x = torch.from_numpy(speech[None, 16000 : 16000 * 3].copy())
     with torch.inference_mode():
         ref = getattr(hf, "wav2vec2", hf)(x, output_hidden_states=True).hidden_states
         got = ours(x)

@@ -36,9 +36,7 @@ def generate_command(
         typer.Option("--audio-model", help="wav2vec2 hub id or local folder used for training."),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    dtype: Annotated[
-        str | None, typer.Option("--dtype", help="auto, float32, float16 or bfloat16.")
-    ] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="auto, float32, float16 or bfloat16.")] = None,
     config: ConfigFile = None,
     verbose: Verbose = False,
     quiet: Quiet = False,
@@ -64,16 +62,35 @@ def generate_command(
         if not (size or g.size):  # 0 = the resolution the checkpoint was trained at
             trained = inference_config(checkpoint)
             size = trained.sample_size * trained.vae_factor
-        face = load_portrait(portrait, size=size or g.size, crop_scale=lab.crop_scale,
-                             detect_width=lab.detect_width, min_confidence=lab.min_face_confidence)
+        face = load_portrait(
+            portrait,
+            size=size or g.size,
+            crop_scale=lab.crop_scale,
+            detect_width=lab.detect_width,
+            min_confidence=lab.min_face_confidence,
+        )
         speech = Speech.load(audio)
         gen = Generator(
-            checkpoint, device, audio_model or lab.audio_model, audio_layers=lab.audio_layers,
-            dtype=dtype or g.dtype, frames=g.frames, motion_frames=g.motion_frames,
-            timestep_spacing=g.timestep_spacing, crf=g.crf, progress=not quiet,
+            checkpoint,
+            device,
+            audio_model or lab.audio_model,
+            audio_layers=lab.audio_layers,
+            dtype=dtype or g.dtype,
+            frames=g.frames,
+            motion_frames=g.motion_frames,
+            timestep_spacing=g.timestep_spacing,
+            crf=g.crf,
+            progress=not quiet,
         )
-        r = gen(face, speech, out, steps=steps or g.steps, cfg=g.cfg if cfg is None else cfg,
-                seed=g.seed if seed is None else seed, speed=g.speed if speed is None else speed)
+        r = gen(
+            face,
+            speech,
+            out,
+            steps=steps or g.steps,
+            cfg=g.cfg if cfg is None else cfg,
+            seed=g.seed if seed is None else seed,
+            speed=g.speed if speed is None else speed,
+        )
     except (ValueError, AudioError, OSError) as e:
         fail(" ".join(str(e).split()))
     typer.echo(

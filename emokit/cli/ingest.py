@@ -10,7 +10,16 @@ import typer
 
 from emokit.cli import app
 from emokit.cli.common import (
-    ConfigFile, Engine, Quiet, Strict, Verbose, Workers, fail, print_reasons, print_rejected, setup,
+    ConfigFile,
+    Engine,
+    Quiet,
+    Strict,
+    Verbose,
+    Workers,
+    fail,
+    print_reasons,
+    print_rejected,
+    setup,
 )
 from emokit.data.ingest import InputError, ingest
 

@@ -30,8 +30,10 @@ def inspect_command(
     for c in r.clips:
         if c["status"] == "ok":
             vel = sum(c["velocity"]) / max(1, len(c["velocity"]))
-            typer.echo(f"{c['clip_id'][:12]:<12} {'ok':<8} {c['num_frames'] / c['fps']:5.1f} "
-                       f"{c['max_faces']:5d} {vel:5.2f}  {' '.join(c['flags'])}")
+            typer.echo(
+                f"{c['clip_id'][:12]:<12} {'ok':<8} {c['num_frames'] / c['fps']:5.1f} "
+                f"{c['max_faces']:5d} {vel:5.2f}  {' '.join(c['flags'])}"
+            )
         else:
             typer.echo(f"{c['clip_id'][:12]:<12} {'rejected':<8} {'':>5} {'':>5} {'':>5}  {c['reason']}")
     for m in r.rejected_inputs:

@@ -10,7 +10,15 @@ import typer
 
 from emokit.cli import app
 from emokit.cli.common import (
-    ConfigFile, Engine, Quiet, Strict, Verbose, Workers, fail, print_reasons, setup,
+    ConfigFile,
+    Engine,
+    Quiet,
+    Strict,
+    Verbose,
+    Workers,
+    fail,
+    print_reasons,
+    setup,
 )
 
 
@@ -20,13 +28,16 @@ def label_command(
     size: Annotated[int | None, typer.Option("--size", help="Crop side in pixels (default 512).")] = None,
     audio_model: Annotated[
         str | None,
-        typer.Option("--audio-model", help="Wav2Vec2 hub id or local folder "
-                     "(default facebook/wav2vec2-base-960h)."),
+        typer.Option(
+            "--audio-model", help="Wav2Vec2 hub id or local folder (default facebook/wav2vec2-base-960h)."
+        ),
     ] = None,
     shard_size: Annotated[int | None, typer.Option("--shard-size", help="Clips per shard.")] = None,
     audio_device: Annotated[
-        str, typer.Option("--audio-device", help="Where Wav2Vec2 runs: auto (CUDA if available), "
-                          "cpu, cuda, cuda:N.")
+        str,
+        typer.Option(
+            "--audio-device", help="Where Wav2Vec2 runs: auto (CUDA if available), cpu, cuda, cuda:N."
+        ),
     ] = "auto",
     workers: Workers = None,
     engine: Engine = "local",
@@ -43,14 +54,23 @@ def label_command(
     from emokit.data.audio_model import AudioModelError
 
     recipe = setup(config, verbose, quiet)
-    overrides = {k: v for k, v in
-                 dict(size=size, audio_model=audio_model, shard_size=shard_size).items()
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in dict(size=size, audio_model=audio_model, shard_size=shard_size).items()
+        if v is not None
+    }
     cfg = dataclasses.replace(recipe.label, **overrides)
     bounds = (recipe.ingest.min_clip_s, recipe.ingest.max_clip_s)
     try:
-        s = label(dataset, cfg, bounds, workers=workers, engine=engine, progress=not quiet,
-                  audio_device=audio_device)
+        s = label(
+            dataset,
+            cfg,
+            bounds,
+            workers=workers,
+            engine=engine,
+            progress=not quiet,
+            audio_device=audio_device,
+        )
     except (FileNotFoundError, AudioModelError, ValueError, RuntimeError) as e:
         fail(str(e), code=2)
     typer.echo(

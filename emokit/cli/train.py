@@ -47,11 +47,27 @@ def train_command(
     from emokit.train.dataset import DatasetError
     from emokit.train.loop import TrainError, train, with_overrides
 
-    cfg = with_overrides(recipe.train, preset=preset, max_steps=max_steps, batch_size=batch_size,
-                         lr=lr, checkpoint_every=checkpoint_every)
+    cfg = with_overrides(
+        recipe.train,
+        preset=preset,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr,
+        checkpoint_every=checkpoint_every,
+    )
     try:
-        r = train(dataset, out, stage, cfg, init=init, motion_adapter=motion_adapter, device=device,
-                  workers=workers, progress=not quiet, log=(lambda _: None) if quiet else typer.echo)
+        r = train(
+            dataset,
+            out,
+            stage,
+            cfg,
+            init=init,
+            motion_adapter=motion_adapter,
+            device=device,
+            workers=workers,
+            progress=not quiet,
+            log=(lambda _: None) if quiet else typer.echo,
+        )
     except (TrainError, DatasetError, CheckpointError, ValueError) as e:
         fail(str(e), code=2)
     if not r.main:  # other ranks of a multi-process run stay quiet
@@ -63,5 +79,7 @@ def train_command(
     trained = r.step - r.start_step
     rate = f", {r.seconds / trained:.2f} s/step" if trained else ""
     last = f", last loss {r.losses[-1]:.4f}" if r.losses else ""
-    typer.echo(f"stage {stage}: step {r.step}{resumed}{last} in {r.seconds:.1f} s{rate} "
-               f"({r.world_size} process(es))\nfinal: {r.final}")
+    typer.echo(
+        f"stage {stage}: step {r.step}{resumed}{last} in {r.seconds:.1f} s{rate} "
+        f"({r.world_size} process(es))\nfinal: {r.final}"
+    )

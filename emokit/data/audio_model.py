@@ -9,8 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["AudioModelError", "HOW_TO_PROVIDE", "PRECISIONS", "WEIGHT_FILES", "check_audio_model", "offline",
-           "why_not"]
+__all__ = [
+    "AudioModelError",
+    "HOW_TO_PROVIDE",
+    "PRECISIONS",
+    "WEIGHT_FILES",
+    "check_audio_model",
+    "offline",
+    "why_not",
+]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # wav2vec compute precision (see wav2vec.resolve_precision)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what emokit.data.wav2vec_net reads
@@ -59,5 +66,6 @@ def check_audio_model(model: str | Path) -> None:
     (corrupt weights still fail at load time, with the same kind of error)."""
     reason = _problem(str(model))
     if reason:
-        raise AudioModelError(f"cannot load wav2vec model --audio-model {str(model)!r}: {reason}; "
-                              f"{HOW_TO_PROVIDE}")
+        raise AudioModelError(
+            f"cannot load wav2vec model --audio-model {str(model)!r}: {reason}; {HOW_TO_PROVIDE}"
+        )

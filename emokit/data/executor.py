@@ -54,9 +54,7 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def run_local(
-    fn: Callable[[S], R], samples: Iterable[S], workers: int | None = None
-) -> Iterator[Done[S, R]]:
+def run_local(fn: Callable[[S], R], samples: Iterable[S], workers: int | None = None) -> Iterator[Done[S, R]]:
     """Yield results as they complete. ``workers <= 1`` runs in-process (easy to debug and profile).
 
     At most ``2 × workers`` samples are in flight, so memory stays bounded for long input lists.
@@ -117,9 +115,7 @@ def _alone(fn: Callable[[S], R], sample: S, ctx) -> R | Failed:
             return Failed("the worker process died on this sample (native crash or out of memory)")
 
 
-def run_ray(
-    fn: Callable[[S], R], samples: Iterable[S], workers: int | None = None
-) -> Iterator[Done[S, R]]:
+def run_ray(fn: Callable[[S], R], samples: Iterable[S], workers: int | None = None) -> Iterator[Done[S, R]]:
     """Same contract as :func:`run_local`, on a Ray cluster (``ray.init()`` joins one if configured)."""
     try:
         import ray

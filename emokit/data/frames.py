@@ -103,8 +103,12 @@ class WindowFrames:
         if box is None:
             region = (0, 0, w, h)
         else:
-            x0, y0, x1, y1 = (int(np.floor(box[0])), int(np.floor(box[1])),
-                              int(np.ceil(box[2])), int(np.ceil(box[3])))
+            x0, y0, x1, y1 = (
+                int(np.floor(box[0])),
+                int(np.floor(box[1])),
+                int(np.ceil(box[2])),
+                int(np.ceil(box[3])),
+            )
             region = (max(0, x0) & ~1, max(0, y0) & ~1, min(w, x1 + (x1 & 1)), min(h, y1 + (y1 & 1)))
         rx0, ry0, rx1, ry1 = region
         if rx1 - rx0 < 2 or ry1 - ry0 < 2:
@@ -149,8 +153,9 @@ class WindowFrames:
         if not self._fast or self.width <= width:
             return np.ascontiguousarray(_to_rgb(frame, width if self.width > width else None))
         height = max(2, round(self.height * width / self.width))
-        small = self._scaler.reformat(frame, width=width, height=height, format="rgb24",
-                                      interpolation=interpolation)
+        small = self._scaler.reformat(
+            frame, width=width, height=height, format="rgb24", interpolation=interpolation
+        )
         return np.ascontiguousarray(small.to_ndarray())
 
     def _source_rect(self, crop_box: Sequence[int]):

@@ -42,8 +42,7 @@ def find_videos(inputs: Iterable[str | Path]) -> list[Path]:
         p = Path(raw)
         if p.is_dir():
             found.update(
-                f.resolve() for f in p.rglob("*")
-                if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
+                f.resolve() for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
             )
         elif p.is_file():
             found.add(p.resolve())
@@ -60,8 +59,12 @@ def clip_id(source_sha256: str, start_frame: int, end_frame: int) -> str:
 def _rejected(path: Path, sha: str | None, size: int | None, reason: str) -> dict[str, Any]:
     row = dict.fromkeys(MANIFEST_SCHEMA.names)
     row.update(
-        clip_id=clip_id(sha or str(path), -1, -1), status=REJECTED, reason=reason,
-        source_path=str(path), source_sha256=sha, source_bytes=size,
+        clip_id=clip_id(sha or str(path), -1, -1),
+        status=REJECTED,
+        reason=reason,
+        source_path=str(path),
+        source_sha256=sha,
+        source_bytes=size,
     )
     return row
 
@@ -81,27 +84,53 @@ def ingest_source(path: Path, cfg: IngestConfig) -> list[dict[str, Any]]:
     windows = clip_windows(scan.frame_times, scan.end_s, scan.cuts, cfg.min_clip_s, cfg.max_clip_s)
     if not windows:
         longest = max(
-            (b - a for a, b in zip([scan.frame_times[0], *scan.frame_times[scan.cuts]],
-                                   [*scan.frame_times[scan.cuts], scan.end_s])),
+            (
+                b - a
+                for a, b in zip(
+                    [scan.frame_times[0], *scan.frame_times[scan.cuts]],
+                    [*scan.frame_times[scan.cuts], scan.end_s],
+                )
+            ),
             default=0.0,
         )
-        return [_rejected(path, sha, size,
-                          f"no scene of {cfg.min_clip_s:g} s or more (longest {longest:.2f} s)")]
+        return [
+            _rejected(path, sha, size, f"no scene of {cfg.min_clip_s:g} s or more (longest {longest:.2f} s)")
+        ]
     width, height = (info.height, info.width) if scan.rotation % 180 else (info.width, info.height)
     deltas = scan.frame_times[1:] - scan.frame_times[:-1]
     vfr = bool(len(deltas) > 1 and deltas.max() > 1.1 * deltas.min())
     common = dict(
-        status=OK, reason=None, source_path=str(path), source_sha256=sha, source_bytes=size,
-        source_duration_s=scan.end_s - float(scan.frame_times[0]), fps=info.fps, vfr=vfr,
-        width=width, height=height, rotation=scan.rotation, video_stream=info.video_stream,
-        audio_stream=info.audio_stream, has_audio=info.has_audio,
-        video_start_s=info.video_start_s, audio_start_s=info.audio_start_s,
-        detector=scan.detector, detector_params=json.dumps(scan.params, sort_keys=True),
+        status=OK,
+        reason=None,
+        source_path=str(path),
+        source_sha256=sha,
+        source_bytes=size,
+        source_duration_s=scan.end_s - float(scan.frame_times[0]),
+        fps=info.fps,
+        vfr=vfr,
+        width=width,
+        height=height,
+        rotation=scan.rotation,
+        video_stream=info.video_stream,
+        audio_stream=info.audio_stream,
+        has_audio=info.has_audio,
+        video_start_s=info.video_start_s,
+        audio_start_s=info.audio_start_s,
+        detector=scan.detector,
+        detector_params=json.dumps(scan.params, sort_keys=True),
     )
     return [
-        dict(common, clip_id=clip_id(sha, w.start_frame, w.end_frame), scene_index=w.scene_index,
-             window_index=w.window_index, start_s=w.start_s, end_s=w.end_s,
-             duration_s=w.duration_s, start_frame=w.start_frame, end_frame=w.end_frame)
+        dict(
+            common,
+            clip_id=clip_id(sha, w.start_frame, w.end_frame),
+            scene_index=w.scene_index,
+            window_index=w.window_index,
+            start_s=w.start_s,
+            end_s=w.end_s,
+            duration_s=w.duration_s,
+            start_frame=w.start_frame,
+            end_frame=w.end_frame,
+        )
         for w in windows
     ]
 
@@ -180,14 +209,18 @@ def ingest(
         if isinstance(rows, Failed):  # reported now, not cached: a rerun tries the source again
             rows = [_rejected(src, None, None, f"internal error: {rows.reason}")]
         else:
-            write_table(rows, MANIFEST_SCHEMA, cache / f"{_cache_key(src, cfg)}.parquet",
-                        "ingest-cache")
+            write_table(rows, MANIFEST_SCHEMA, cache / f"{_cache_key(src, cfg)}.parquet", "ingest-cache")
         rows_by_source[src] = rows
         bar.update()
     bar.close()
     manifest_rows = [row for src in sources for row in rows_by_source[src]]
-    write_table(manifest_rows, MANIFEST_SCHEMA, summary.manifest, "manifest",
-                {"ingest_config": json.dumps(as_dict(cfg), sort_keys=True)})
+    write_table(
+        manifest_rows,
+        MANIFEST_SCHEMA,
+        summary.manifest,
+        "manifest",
+        {"ingest_config": json.dumps(as_dict(cfg), sort_keys=True)},
+    )
     for row in manifest_rows:
         if row["status"] == OK:
             summary.clips += 1

@@ -119,8 +119,9 @@ def inspect_dataset(dataset: str | Path, out: str | Path | None = None) -> Inspe
     if ok:
         ids = {r["clip_id"] for r in ok[:32]}
         # only the shown clips' rows, media included; the rest of each shard stays on disk
-        media = [r for s in shards
-                 for r in pq.read_table(s, filters=[("clip_id", "in", sorted(ids))]).to_pylist()]
+        media = [
+            r for s in shards for r in pq.read_table(s, filters=[("clip_id", "in", sorted(ids))]).to_pylist()
+        ]
         sheet = contact_sheet(media, out / "contact_sheet.png")
         plot = pose_plot(ok, out / "pose.png")
     return Inspection(sheet, plot, clips, rejected_inputs)

@@ -99,9 +99,14 @@ class _AudioStage:
         elif device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--audio-device {device}: this torch build or machine has no CUDA")
         cfg = self.cfg
-        return AudioEncoder(cfg.audio_model, layers=cfg.audio_layers, device=device,
-                            chunk_s=cfg.audio_chunk_s, overlap_s=cfg.audio_overlap_s,
-                            precision=cfg.audio_precision)
+        return AudioEncoder(
+            cfg.audio_model,
+            layers=cfg.audio_layers,
+            device=device,
+            chunk_s=cfg.audio_chunk_s,
+            overlap_s=cfg.audio_overlap_s,
+            precision=cfg.audio_precision,
+        )
 
     def attach(self, labels: WindowLabels) -> None:
         """Add tokens to the window's ok rows (the window's tokens, sliced per clip) or flag
@@ -119,9 +124,12 @@ class _AudioStage:
             if tokens is None:
                 row["flags"] = sorted({*row["flags"], "no_audio"})
                 continue
-            part = np.ascontiguousarray(tokens[off:off + row["num_frames"]], dtype="<f2")
-            row.update(audio_model=self.cfg.audio_model, audio_shape=list(part.shape),
-                       audio_embeddings=part.tobytes())
+            part = np.ascontiguousarray(tokens[off : off + row["num_frames"]], dtype="<f2")
+            row.update(
+                audio_model=self.cfg.audio_model,
+                audio_shape=list(part.shape),
+                audio_embeddings=part.tobytes(),
+            )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -155,16 +163,17 @@ def label(
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     summary = LabelSummary(shards_dir=out, windows=len(windows))
-    groups = [windows[i:i + cfg.shard_size] for i in range(0, len(windows), cfg.shard_size)]
+    groups = [windows[i : i + cfg.shard_size] for i in range(0, len(windows), cfg.shard_size)]
     meta = {"label_config": json.dumps(as_dict(cfg), sort_keys=True)}
-    for stale in sorted(out.glob("shard-*.parquet"))[len(groups):]:
+    for stale in sorted(out.glob("shard-*.parquet"))[len(groups) :]:
         stale.unlink()  # the manifest shrank or --shard-size grew
     todo = [k for k in range(len(groups)) if not _shard_done(shard_path(dataset, k), groups[k], meta)]
     summary.shards_skipped = len(groups) - len(todo)
     pending = [(k, j, w) for k in todo for j, w in enumerate(groups[k])]
     if cfg.audio_precision not in PRECISIONS:
-        raise ValueError(f"audio_precision must be one of {', '.join(PRECISIONS)}, "
-                         f"got {cfg.audio_precision!r}")
+        raise ValueError(
+            f"audio_precision must be one of {', '.join(PRECISIONS)}, got {cfg.audio_precision!r}"
+        )
     needs_audio = any(w["has_audio"] for _, _, w in pending)
     if needs_audio:
         check_audio_model(cfg.audio_model)  # fail fast on the common mistakes, before any work
@@ -198,8 +207,7 @@ def label(
                 if k in failed:
                     continue
                 shard_rows = [r for jj in range(len(groups[k])) for r in by_window[jj]]
-                write_table(shard_rows, SHARD_SCHEMA, shard_path(dataset, k), "shard", meta,
-                            row_group_size=1)
+                write_table(shard_rows, SHARD_SCHEMA, shard_path(dataset, k), "shard", meta, row_group_size=1)
                 summary.shards_written += 1
     finally:  # on an error too: stop the workers (queued windows are cancelled) and the loader
         results_in.close()
@@ -224,8 +232,7 @@ def _shard_done(path: Path, group: list[dict[str, Any]], meta: dict[str, str]) -
 
 
 def _count(summary: LabelSummary, dataset: Path, n_shards: int) -> None:
-    cols = ["clip_id", "parent_clip_id", "status", "reason", "num_frames", "fps", "jump_cut_split",
-            "flags"]
+    cols = ["clip_id", "parent_clip_id", "status", "reason", "num_frames", "fps", "jump_cut_split", "flags"]
     split_parents = set()
     for k in range(n_shards):
         if not shard_path(dataset, k).exists():

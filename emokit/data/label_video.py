@@ -57,15 +57,25 @@ class WindowLabels:
 
 def _base_row(window: dict[str, Any]) -> dict[str, Any]:
     row = dict.fromkeys(SHARD_SCHEMA.names)
-    row.update(parent_clip_id=window["clip_id"], source_path=window["source_path"],
-               source_sha256=window["source_sha256"])
+    row.update(
+        parent_clip_id=window["clip_id"],
+        source_path=window["source_path"],
+        source_sha256=window["source_sha256"],
+    )
     return row
 
 
 def _rejected(window: dict[str, Any], reason: str) -> WindowLabels:
     row = _base_row(window)
-    row.update(clip_id=window["clip_id"], part=0, status=REJECTED, reason=reason,
-               start_s=window["start_s"], end_s=window["end_s"], has_audio=window["has_audio"])
+    row.update(
+        clip_id=window["clip_id"],
+        part=0,
+        status=REJECTED,
+        reason=reason,
+        start_s=window["start_s"],
+        end_s=window["end_s"],
+        has_audio=window["has_audio"],
+    )
     return WindowLabels([row])
 
 
@@ -91,12 +101,22 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
     if not frames.covers(crop_box):
         raise _NotKept
     if audio is not None:
-        audio = audio[round(start / cfg.fps * AUDIO_SR):round(end / cfg.fps * AUDIO_SR)]
+        audio = audio[round(start / cfg.fps * AUDIO_SR) : round(end / cfg.fps * AUDIO_SR)]
     buf = io.BytesIO()
     poses = []
-    with (HeadPoseEstimator() as est, HandsDetector(every=HANDS_EVERY) as hands,
-          Mp4Writer(buf, fps=cfg.fps, crf=cfg.crf, audio=audio, audio_sr=AUDIO_SR,
-                    preset=cfg.x264_preset, threads=threads) as mp4):
+    with (
+        HeadPoseEstimator() as est,
+        HandsDetector(every=HANDS_EVERY) as hands,
+        Mp4Writer(
+            buf,
+            fps=cfg.fps,
+            crf=cfg.crf,
+            audio=audio,
+            audio_sr=AUDIO_SR,
+            preset=cfg.x264_preset,
+            threads=threads,
+        ) as mp4,
+    ):
         for i in range(start, end):
             crop = frames.crop(i, crop_box, cfg.size)
             poses.append(est(crop))
@@ -132,8 +152,9 @@ def _decode_and_detect(
     captions: list[np.ndarray] = []
     gap = 0
     seen = False
-    source = read_video_frames(window["source_path"], window["start_s"], window["end_s"], cfg.fps,
-                               window["video_stream"], threads)
+    source = read_video_frames(
+        window["source_path"], window["start_s"], window["end_s"], cfg.fps, window["video_stream"], threads
+    )
     with FaceDetector(cfg.min_face_confidence, cfg.detect_width) as detector:
         for i, frame in enumerate(source):
             if frames is None:
@@ -146,8 +167,9 @@ def _decode_and_detect(
             detections.append([FaceBox(b.x0 * k, b.y0 * k, b.x1 * k, b.y1 * k, b.score) for b in boxes])
             if boxes and not seen:
                 face = detections[-1][0]
-                frames.keep(None if keep_sides is None else
-                            square_crop_box(face.xyxy(), keep_sides, frames.size))
+                frames.keep(
+                    None if keep_sides is None else square_crop_box(face.xyxy(), keep_sides, frames.size)
+                )
             seen |= bool(boxes)
             gap = 0 if boxes else gap + 1
             if gap > max_gap:
@@ -182,13 +204,13 @@ def _label_decoded(window, cfg, bounds, threads, keep_sides) -> WindowLabels:
     if isinstance(decoded, str):
         return _rejected(window, decoded)
     frames = decoded.frames
-    track = track_main_face(decoded.detections, cfg.fps, cfg.max_gap_s, frames.size,
-                            cfg.min_face_frac)
+    track = track_main_face(decoded.detections, cfg.fps, cfg.max_gap_s, frames.size, cfg.min_face_frac)
     if not track.ok:
         return _rejected(window, track.reason)
     try:
-        return _label_track(window, cfg, bounds, frames, track, caption_score(decoded.caption_frames),
-                            threads)
+        return _label_track(
+            window, cfg, bounds, frames, track, caption_score(decoded.caption_frames), threads
+        )
     except PoseError:
         return _rejected(window, "no head pose (face mesh found no face in the crop)")
     except CropError as e:
@@ -201,8 +223,9 @@ def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, thr
     audio, audio_reason = None, None
     if window["has_audio"]:
         try:
-            audio = load_audio(window["source_path"], window["start_s"],
-                               window["start_s"] + len(frames) / fps, AUDIO_SR)
+            audio = load_audio(
+                window["source_path"], window["start_s"], window["start_s"] + len(frames) / fps, AUDIO_SR
+            )
         except AudioError as e:
             audio_reason = f"audio: {e}"
     # The whole window is cropped, posed and encoded in one pass; a window that jump cuts split
@@ -213,10 +236,13 @@ def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, thr
     if not pieces:
         return _rejected(window, f"jump cuts at frames {cuts} leave no piece of {bounds[0]:g} s or more")
     split = pieces != [(0, len(frames))]
-    parts = [whole] if not split else [_make_part(frames, boxes, a, b, cfg, audio, threads)
-                                       for a, b in pieces]
-    rows = [_part_row(window, cfg, track, part, k, split, captions, audio is not None, audio_reason)
-            for k, part in enumerate(parts)]
+    parts = (
+        [whole] if not split else [_make_part(frames, boxes, a, b, cfg, audio, threads) for a, b in pieces]
+    )
+    rows = [
+        _part_row(window, cfg, track, part, k, split, captions, audio is not None, audio_reason)
+        for k, part in enumerate(parts)
+    ]
     return WindowLabels(rows, len(frames), [p.start for p in parts], audio)
 
 
@@ -227,22 +253,38 @@ def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, au
     end_s = window["start_s"] + part.end / fps
     row = _base_row(window)
     cid = window["clip_id"] if not split else clip_id(window["source_sha256"], -part.start, -part.end)
-    row.update(clip_id=cid, part=k, status=OK, start_s=start_s, end_s=end_s, fps=fps, num_frames=n,
-               size=cfg.size, crop_box=list(map(float, part.crop_box)), jump_cut_split=split,
-               has_audio=has_audio, reason=audio_reason, video_mp4=part.mp4)
+    row.update(
+        clip_id=cid,
+        part=k,
+        status=OK,
+        start_s=start_s,
+        end_s=end_s,
+        fps=fps,
+        num_frames=n,
+        size=cfg.size,
+        crop_box=list(map(float, part.crop_box)),
+        jump_cut_split=split,
+        has_audio=has_audio,
+        reason=audio_reason,
+        video_mp4=part.mp4,
+    )
     flags = ["audio_error"] if audio_reason else []
-    boxes = to_crop_coords(track.boxes[part.start:part.end], part.crop_box, cfg.size)
+    boxes = to_crop_coords(track.boxes[part.start : part.end], part.crop_box, cfg.size)
     speed, axes = rotation_velocity(part.poses)
     hands_frac = part.hands_frac
-    counts = track.face_counts[part.start:part.end]
-    detected = track.detected[part.start:part.end]
+    counts = track.face_counts[part.start : part.end]
+    detected = track.detected[part.start : part.end]
     row.update(
-        face_boxes=boxes.astype(np.float32).tolist(), face_detected=detected.tolist(),
+        face_boxes=boxes.astype(np.float32).tolist(),
+        face_detected=detected.tolist(),
         face_mask_box=list(map(float, union_box(boxes))),
-        pose=part.poses.astype(np.float32).tolist(), velocity=speed.astype(np.float32).tolist(),
+        pose=part.poses.astype(np.float32).tolist(),
+        velocity=speed.astype(np.float32).tolist(),
         velocity_axes=axes.astype(np.float32).tolist(),
-        max_faces=int(track.max_faces), face_frac=float(track.face_frac),
-        hands_frac=float(hands_frac), caption_score=float(captions),
+        max_faces=int(track.max_faces),
+        face_frac=float(track.face_frac),
+        hands_frac=float(hands_frac),
+        caption_score=float(captions),
         gap_frames=int((~detected).sum()),
     )
     if track.max_faces > 1 or counts.max(initial=0) > 1:

@@ -112,8 +112,9 @@ def scan_scenes(info: VideoInfo, cfg: IngestConfig) -> SceneScan:
                 by_pts[(frame.pts, tb)] = len(times)
                 times.append(t)
                 durations.append(float(frame.duration * tb) if frame.duration else 0.0)
-                small = scaler.reformat(frame, width=w, height=h, format="bgr24",
-                                        interpolation="FAST_BILINEAR")
+                small = scaler.reformat(
+                    frame, width=w, height=h, format="bgr24", interpolation="FAST_BILINEAR"
+                )
                 img = small.to_ndarray()
                 cut_times += detector.process_frame(tc, img)
                 last_tc = tc
@@ -129,8 +130,6 @@ def scan_scenes(info: VideoInfo, cfg: IngestConfig) -> SceneScan:
     decoded = end_s - times[0]
     if info.duration_s > 0 and decoded < 0.9 * info.duration_s:
         why = f" ({error})" if error else ""
-        raise ProbeError(
-            f"truncated or corrupt: decoded {decoded:.2f} s of {info.duration_s:.2f} s{why}"
-        )
+        raise ProbeError(f"truncated or corrupt: decoded {decoded:.2f} s of {info.duration_s:.2f} s{why}")
     cuts = sorted({by_pts[(int(c.pts), tb)] for c in cut_times if (int(c.pts), tb) in by_pts} - {0})
     return SceneScan(frame_times, end_s, cuts, rotation, cfg.detector, params)

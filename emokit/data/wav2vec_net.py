@@ -26,9 +26,14 @@ from emokit.data.audio_model import WEIGHT_FILES
 
 __all__ = ["Wav2Vec2Config", "Wav2Vec2Net", "resolve_files"]
 
-_ACT = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "swish": F.silu,
-        "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-        "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
+_ACT = {
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
 
 
 @dataclass(frozen=True)
@@ -97,8 +102,10 @@ class _Attention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, D]
-        q, k, v = (rearrange(p(x), "b t (h e) -> b h t e", h=self.heads)
-                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (
+            rearrange(p(x), "b t (h e) -> b h t e", h=self.heads)
+            for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
         out = F.scaled_dot_product_attention(q, k, v)
         return self.out_proj(rearrange(out, "b h t e -> b t (h e)"))
 
@@ -156,10 +163,11 @@ class _PositionalConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, D]
         v = self.weight_v
         weight = v if self.folded else self.weight_g * v / v.norm(dim=(0, 1), keepdim=True)
-        y = F.conv1d(rearrange(x, "b t d -> b d t"), weight, self.bias,
-                     padding=v.shape[-1] // 2, groups=self.groups)
+        y = F.conv1d(
+            rearrange(x, "b t d -> b d t"), weight, self.bias, padding=v.shape[-1] // 2, groups=self.groups
+        )
         if self.trim:
-            y = y[..., :-self.trim]
+            y = y[..., : -self.trim]
         return rearrange(self.act(y), "b d t -> b t d")
 
 
@@ -205,22 +213,24 @@ class Wav2Vec2Net(nn.Module):
         """Load a Wav2Vec2Model / Wav2Vec2ForCTC state dict (heads and quantizers are ignored).
 
         ``assign`` takes the tensors as they are (for a network built on the meta device)."""
-        rename = [("feature_extractor.conv_layers.", "conv_layers."),
-                  ("feature_projection.layer_norm.", "projection_norm."),
-                  ("feature_projection.projection.", "projection."),
-                  ("encoder.pos_conv_embed.conv.parametrizations.weight.original0", "pos_conv.weight_g"),
-                  ("encoder.pos_conv_embed.conv.parametrizations.weight.original1", "pos_conv.weight_v"),
-                  ("encoder.pos_conv_embed.conv.weight_g", "pos_conv.weight_g"),
-                  ("encoder.pos_conv_embed.conv.weight_v", "pos_conv.weight_v"),
-                  ("encoder.pos_conv_embed.conv.bias", "pos_conv.bias"),
-                  ("encoder.layer_norm.", "encoder_norm."),
-                  ("encoder.layers.", "layers.")]
+        rename = [
+            ("feature_extractor.conv_layers.", "conv_layers."),
+            ("feature_projection.layer_norm.", "projection_norm."),
+            ("feature_projection.projection.", "projection."),
+            ("encoder.pos_conv_embed.conv.parametrizations.weight.original0", "pos_conv.weight_g"),
+            ("encoder.pos_conv_embed.conv.parametrizations.weight.original1", "pos_conv.weight_v"),
+            ("encoder.pos_conv_embed.conv.weight_g", "pos_conv.weight_g"),
+            ("encoder.pos_conv_embed.conv.weight_v", "pos_conv.weight_v"),
+            ("encoder.pos_conv_embed.conv.bias", "pos_conv.bias"),
+            ("encoder.layer_norm.", "encoder_norm."),
+            ("encoder.layers.", "layers."),
+        ]
         mine = {}
         for key, value in state.items():
             key = key.removeprefix("wav2vec2.")
             for old, new in rename:
                 if key.startswith(old):
-                    mine[new + key[len(old):]] = value
+                    mine[new + key[len(old) :]] = value
                     break
         missing, _unexpected = self.load_state_dict(mine, strict=False, assign=assign)
         if missing:

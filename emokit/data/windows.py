@@ -49,8 +49,9 @@ def split_span(
         targets = [t0 + duration * k / n for k in range(1, n)]
         inner = [int(np.argmin(np.abs(frame_times[start:end] - t))) + start for t in targets]
         edges = [start, *inner, end]
-        lengths = [_time(frame_times, end_s, b) - _time(frame_times, end_s, a)
-                   for a, b in zip(edges, edges[1:])]
+        lengths = [
+            _time(frame_times, end_s, b) - _time(frame_times, end_s, a) for a, b in zip(edges, edges[1:])
+        ]
         if max(lengths) <= max_s + 1e-9 or n > len(range(start, end)):
             break
         n += 1  # snapping pushed a part past the bound: divide once more
@@ -64,9 +65,7 @@ def clip_windows(
     out: list[Window] = []
     for si, (a, b) in enumerate(scene_spans(len(frame_times), cuts)):
         for wi, (s, e) in enumerate(split_span(frame_times, end_s, a, b, min_s, max_s)):
-            out.append(
-                Window(si, wi, s, e, _time(frame_times, end_s, s), _time(frame_times, end_s, e))
-            )
+            out.append(Window(si, wi, s, e, _time(frame_times, end_s, s), _time(frame_times, end_s, e)))
     return out
 
 
@@ -77,5 +76,4 @@ def frame_windows(
     if fps <= 0 or min_s <= 0 or max_s < min_s:
         raise ValueError(f"need fps > 0 and 0 < min_s <= max_s, got {fps}, {min_s}, {max_s}")
     times = np.arange(num_frames) / fps
-    return [(w.start_frame, w.end_frame) for w in
-            clip_windows(times, num_frames / fps, cuts, min_s, max_s)]
+    return [(w.start_frame, w.end_frame) for w in clip_windows(times, num_frames / fps, cuts, min_s, max_s)]

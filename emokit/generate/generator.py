@@ -85,7 +85,7 @@ class GenerationResult:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """"auto" → bfloat16 on CUDA (fast, no fp16 VAE overflow), float32 elsewhere."""
+    """ "auto" → bfloat16 on CUDA (fast, no fp16 VAE overflow), float32 elsewhere."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -130,12 +130,25 @@ class Generator:
         dev = torch.device(device)
         model, alphas_cumprod = load_run(checkpoint_dir)
         encoder = AudioEncoder(
-            audio_model, layers=audio_layers, device=dev,
-            chunk_s=_LABEL.audio_chunk_s, overlap_s=_LABEL.audio_overlap_s,
+            audio_model,
+            layers=audio_layers,
+            device=dev,
+            chunk_s=_LABEL.audio_chunk_s,
+            overlap_s=_LABEL.audio_overlap_s,
             precision=_LABEL.audio_precision,
         )
-        self._setup(model, alphas_cumprod, encoder, dev, resolve_dtype(dtype, dev), frames,
-                    motion_frames, timestep_spacing, crf, progress)
+        self._setup(
+            model,
+            alphas_cumprod,
+            encoder,
+            dev,
+            resolve_dtype(dtype, dev),
+            frames,
+            motion_frames,
+            timestep_spacing,
+            crf,
+            progress,
+        )
 
     @classmethod
     def from_parts(
@@ -155,14 +168,32 @@ class Generator:
         """A generator around an in-memory model (benchmarks with random weights, notebooks)."""
         dev = torch.device(device)
         self = cls.__new__(cls)
-        self._setup(model, alphas_cumprod, audio_encoder, dev, resolve_dtype(dtype, dev), frames,
-                    motion_frames, timestep_spacing, crf, progress)
+        self._setup(
+            model,
+            alphas_cumprod,
+            audio_encoder,
+            dev,
+            resolve_dtype(dtype, dev),
+            frames,
+            motion_frames,
+            timestep_spacing,
+            crf,
+            progress,
+        )
         return self
 
     def _setup(
-        self, model: EMOModel, alphas_cumprod: torch.Tensor, encoder: AudioEncoder,
-        device: torch.device, dtype: torch.dtype, frames: int, motion_frames: int,
-        spacing: str, crf: int, progress: bool,
+        self,
+        model: EMOModel,
+        alphas_cumprod: torch.Tensor,
+        encoder: AudioEncoder,
+        device: torch.device,
+        dtype: torch.dtype,
+        frames: int,
+        motion_frames: int,
+        spacing: str,
+        crf: int,
+        progress: bool,
     ) -> None:
         cfg = model.config
         if frames < 1 or motion_frames < 0:
@@ -211,20 +242,39 @@ class Generator:
         if not isinstance(portrait, Portrait):
             size = size or self.native_size
             self._check_size(size)
-            portrait = load_portrait(portrait, size=size, crop_scale=_LABEL.crop_scale,
-                                     detect_width=_LABEL.detect_width,
-                                     min_confidence=_LABEL.min_face_confidence)
+            portrait = load_portrait(
+                portrait,
+                size=size,
+                crop_scale=_LABEL.crop_scale,
+                detect_width=_LABEL.detect_width,
+                min_confidence=_LABEL.min_face_confidence,
+            )
         speech = audio if isinstance(audio, Speech) else Speech.load(audio)
         frames = self.render(portrait, speech, steps=steps, cfg=cfg, seed=seed, speed=speed)
-        with Mp4Writer(out_path, fps=FPS, size=(portrait.size, portrait.size), crf=self.crf,
-                       audio=speech.mux, audio_sr=MUX_SR) as writer:
+        with Mp4Writer(
+            out_path,
+            fps=FPS,
+            size=(portrait.size, portrait.size),
+            crf=self.crf,
+            audio=speech.mux,
+            audio_sr=MUX_SR,
+        ) as writer:
             for frame in frames:
                 writer.write(frame)
             written = writer.frames
         return GenerationResult(
-            out_path=Path(out_path), frames=written, fps=FPS, audio_seconds=speech.seconds,
-            clips=math.ceil(speech.frames / self.frames), size=portrait.size, steps=steps, cfg=cfg,
-            seed=seed, speed=speed, seconds=time.perf_counter() - start, warnings=portrait.warnings,
+            out_path=Path(out_path),
+            frames=written,
+            fps=FPS,
+            audio_seconds=speech.seconds,
+            clips=math.ceil(speech.frames / self.frames),
+            size=portrait.size,
+            steps=steps,
+            cfg=cfg,
+            seed=seed,
+            speed=speed,
+            seconds=time.perf_counter() - start,
+            warnings=portrait.warnings,
         )
 
     @torch.inference_mode()
@@ -247,8 +297,15 @@ class Generator:
         self._check_size(size)
         timesteps = ddim_timesteps(len(self.alphas_cumprod), steps, self.spacing)
         clips = math.ceil(speech.frames / self.frames)
-        log.info("%d frames (%.2f s of audio) in %d clips of %d, %d steps, cfg %g",
-                 speech.frames, speech.seconds, clips, self.frames, steps, cfg)
+        log.info(
+            "%d frames (%.2f s of audio) in %d clips of %d, %d steps, cfg %g",
+            speech.frames,
+            speech.seconds,
+            clips,
+            self.frames,
+            steps,
+            cfg,
+        )
         tokens = self.encoder(speech.wav16k, speech.frames, fps=FPS)  # [F, L, D] float16
         ref_latents = self.model.encode(_to_pixels(portrait.image, self.device, self.dtype))
         portrait_ref = self.model.reference(ref_latents)  # ReferenceNet on the portrait: once
@@ -257,8 +314,7 @@ class Generator:
         c = self.model.config.latent_channels
         motion = torch.zeros(1, self.motion_frames, c, h, w, device=self.device)
         noise_gen = torch.Generator("cpu").manual_seed(seed)
-        speed_clip = (None if speed is None else
-                      torch.full((1, self.frames), float(speed), device=self.device))
+        speed_clip = None if speed is None else torch.full((1, self.frames), float(speed), device=self.device)
 
         with tqdm(total=clips, desc="clips", unit="clip", disable=not self.progress) as clip_bar:
             for k in range(clips):
@@ -267,12 +323,16 @@ class Generator:
                 ref = self._clip_reference(portrait_ref, motion)  # motion frames: once per clip
                 denoise = cfg_denoiser(self._model_fn(ref, audio_clip, mask, speed_clip, cfg), cfg)
                 x_T = torch.randn(1, self.frames, c, h, w, generator=noise_gen).to(self.device)
-                with tqdm(total=steps, desc=f"clip {k + 1}/{clips}", unit="step", leave=False,
-                          disable=not self.progress) as step_bar:
-                    latents = ddim_sample(_ticking(denoise, step_bar), x_T, timesteps,
-                                          self.alphas_cumprod)
+                with tqdm(
+                    total=steps,
+                    desc=f"clip {k + 1}/{clips}",
+                    unit="step",
+                    leave=False,
+                    disable=not self.progress,
+                ) as step_bar:
+                    latents = ddim_sample(_ticking(denoise, step_bar), x_T, timesteps, self.alphas_cumprod)
                 if self.motion_frames:
-                    motion = torch.cat([motion, latents], dim=1)[:, -self.motion_frames:]
+                    motion = torch.cat([motion, latents], dim=1)[:, -self.motion_frames :]
                 yield from self._decode(latents[0, :keep])
                 clip_bar.update()
 
@@ -293,19 +353,28 @@ class Generator:
         sites = self.model.motion_features(motion)
         return ReferenceFeatures(portrait_ref.tokens, portrait_ref.latent_hw, sites, self.motion_frames)
 
-    def _model_fn(self, ref: ReferenceFeatures, audio: torch.Tensor, mask: torch.Tensor,
-                  speed: torch.Tensor | None, cfg: float):
+    def _model_fn(
+        self,
+        ref: ReferenceFeatures,
+        audio: torch.Tensor,
+        mask: torch.Tensor,
+        speed: torch.Tensor | None,
+        cfg: float,
+    ):
         """The EMO denoiser over a batch of 1 (conditional) or 2 (CFG: + unconditional) clips."""
         doubled = ref.repeat(2) if cfg != 1.0 else ref  # cfg_denoiser sends 1 row when cfg = 1
 
         def model_fn(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
             b = x.shape[0]
             return self.model(
-                x, t, ref if b == 1 else doubled,
+                x,
+                t,
+                ref if b == 1 else doubled,
                 audio.expand(b, *audio.shape[1:]),
                 mask.expand(b, *mask.shape[1:]),
                 None if speed is None else speed.expand(b, -1),
-                drop_reference=drop, drop_audio=drop,
+                drop_reference=drop,
+                drop_audio=drop,
             )
 
         return model_fn
@@ -324,7 +393,7 @@ class Generator:
 
 def _to_pixels(image: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(image)).to(device)
-    return (rearrange(x, "h w c -> 1 c h w").to(dtype) / 127.5 - 1.0)
+    return rearrange(x, "h w c -> 1 c h w").to(dtype) / 127.5 - 1.0
 
 
 def _clip_tokens(tokens: np.ndarray, first: int, frames: int, device: torch.device) -> torch.Tensor:

@@ -87,9 +87,7 @@ def _decode(path: Path, scale: float) -> np.ndarray:
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode → RGB: alpha composited on white, greyscale / 16-bit / CMYK converted."""
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        img.mode == "P" and "transparency" in img.info
-    ):
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")

@@ -86,11 +86,15 @@ def install_reference_attention(
     if names != self_attention_names(reference_net):
         raise ValueError("backbone and ReferenceNet must have the same layout")
     backbone.set_attn_processor(
-        {n: ReferenceAttnProcessor(n, slot) if n in names else AttnProcessor2_0()
-         for n in backbone.attn_processors}
+        {
+            n: ReferenceAttnProcessor(n, slot) if n in names else AttnProcessor2_0()
+            for n in backbone.attn_processors
+        }
     )
     reference_net.set_attn_processor(
-        {n: RecordingAttnProcessor(n, slot) if n in names else AttnProcessor2_0()
-         for n in reference_net.attn_processors}
+        {
+            n: RecordingAttnProcessor(n, slot) if n in names else AttnProcessor2_0()
+            for n in reference_net.attn_processors
+        }
     )
     return names

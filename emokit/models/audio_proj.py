@@ -43,9 +43,7 @@ class AudioProjection(nn.Module):
     def forward(self, audio: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         """``drop`` (bool [b]) replaces those samples' tokens by the null tokens."""
         if audio.ndim != 4 or tuple(audio.shape[2:]) != (self.layers, self.dim):
-            raise ValueError(
-                f"audio must be [b, f, {self.layers}, {self.dim}], got {tuple(audio.shape)}"
-            )
+            raise ValueError(f"audio must be [b, f, {self.layers}, {self.dim}], got {tuple(audio.shape)}")
         weight = self.mlp[0].weight
         windows = frame_window(audio.to(weight.dtype), self.window)  # b f w l d
         tokens = self.mlp(rearrange(windows, "b f w l d -> b f (w l d)"))

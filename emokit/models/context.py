@@ -60,9 +60,7 @@ class ContextSlot:
 
     def checkpoint_in_context(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A diffusers ``gradient_checkpointing_func`` whose recomputation sees the same context."""
-        return torch.utils.checkpoint.checkpoint(
-            self._run, self.active, fn, *args, use_reentrant=False
-        )
+        return torch.utils.checkpoint.checkpoint(self._run, self.active, fn, *args, use_reentrant=False)
 
     def _run(self, ctx: FrameContext | None, fn: Callable[..., Any], *args: Any) -> Any:
         with self.use(ctx):

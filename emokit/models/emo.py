@@ -86,14 +86,16 @@ class EMOModel(nn.Module):
         null = latents.new_zeros(batch, 1, self.config.cross_attention_dim).to(self.dtype)
         ctx = FrameContext(recording=True)
         with self._slot.use(ctx):
-            self.reference_net(latents.to(self.dtype), timesteps, encoder_hidden_states=null,
-                               return_dict=False)
+            self.reference_net(
+                latents.to(self.dtype), timesteps, encoder_hidden_states=null, return_dict=False
+            )
         return ctx.record_tokens, ctx.record_sites
 
     def motion_features(self, motion_latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """ReferenceNet site features of motion frames [b,n,4,h,w] → {site: [(b n),c,h',w']}."""
-        _check(motion_latents.ndim == 5, f"motion_latents must be [b,n,4,h,w], got "
-               f"{tuple(motion_latents.shape)}")
+        _check(
+            motion_latents.ndim == 5, f"motion_latents must be [b,n,4,h,w], got {tuple(motion_latents.shape)}"
+        )
         _, sites = self._run_reference_net(rearrange(motion_latents, "b n c h w -> (b n) c h w"))
         return sites
 
@@ -101,25 +103,31 @@ class EMOModel(nn.Module):
         self, ref_latents: torch.Tensor, motion_latents: torch.Tensor | None = None
     ) -> ReferenceFeatures:
         """Run ReferenceNet once per clip on the reference (and motion frames) in one batch."""
-        _check(ref_latents.ndim == 4 and ref_latents.shape[1] == self.config.latent_channels,
-               f"ref_latents must be [b,{self.config.latent_channels},h,w], got "
-               f"{tuple(ref_latents.shape)}")
+        _check(
+            ref_latents.ndim == 4 and ref_latents.shape[1] == self.config.latent_channels,
+            f"ref_latents must be [b,{self.config.latent_channels},h,w], got {tuple(ref_latents.shape)}",
+        )
         b, _, h, w = ref_latents.shape
         n = 0
         latents = ref_latents[:, None]
         if motion_latents is not None:
-            _check(motion_latents.ndim == 5 and motion_latents.shape[0] == b
-                   and motion_latents.shape[2:] == ref_latents.shape[1:],
-                   f"motion_latents must be [{b},n,{ref_latents.shape[1]},{h},{w}], got "
-                   f"{tuple(motion_latents.shape)}")
+            _check(
+                motion_latents.ndim == 5
+                and motion_latents.shape[0] == b
+                and motion_latents.shape[2:] == ref_latents.shape[1:],
+                f"motion_latents must be [{b},n,{ref_latents.shape[1]},{h},{w}], got "
+                f"{tuple(motion_latents.shape)}",
+            )
             n = motion_latents.shape[1]
             latents = torch.cat([latents, motion_latents.to(ref_latents.dtype)], dim=1)
         tokens, sites = self._run_reference_net(rearrange(latents, "b t c h w -> (b t) c h w"))
         ref_tokens = {k: rearrange(v, "(b t) l c -> b t l c", b=b)[:, 0] for k, v in tokens.items()}
         motion = None
         if n:
-            motion = {k: rearrange(rearrange(v, "(b t) c h w -> b t c h w", b=b)[:, 1:],
-                                   "b n c h w -> (b n) c h w") for k, v in sites.items()}
+            motion = {
+                k: rearrange(rearrange(v, "(b t) c h w -> b t c h w", b=b)[:, 1:], "b n c h w -> (b n) c h w")
+                for k, v in sites.items()
+            }
         return ReferenceFeatures(ref_tokens, (h, w), motion, n)
 
     # ---- denoiser --------------------------------------------------------------------------
@@ -153,13 +161,17 @@ class EMOModel(nn.Module):
         motion, n = ref.motion, ref.motion_frames
         if motion_latents is not None:
             _check(motion is None, "motion frames given twice: to reference() and to forward()")
-            _check(motion_latents.ndim == 5 and motion_latents.shape[0] == b
-                   and tuple(motion_latents.shape[2:]) == tuple(noisy.shape[2:]),
-                   f"motion_latents must be [{b},n,4,{h},{w}], got {tuple(motion_latents.shape)}")
+            _check(
+                motion_latents.ndim == 5
+                and motion_latents.shape[0] == b
+                and tuple(motion_latents.shape[2:]) == tuple(noisy.shape[2:]),
+                f"motion_latents must be [{b},n,4,{h},{w}], got {tuple(motion_latents.shape)}",
+            )
             motion, n = self.motion_features(motion_latents), motion_latents.shape[1]
-        _check(n + f <= self.config.temporal_max_frames,
-               f"{n} motion + {f} clip frames exceed temporal_max_frames="
-               f"{self.config.temporal_max_frames}")
+        _check(
+            n + f <= self.config.temporal_max_frames,
+            f"{n} motion + {f} clip frames exceed temporal_max_frames={self.config.temporal_max_frames}",
+        )
 
         dtype = self.dtype
         if audio is None:
@@ -202,20 +214,23 @@ class EMOModel(nn.Module):
     ) -> None:
         """One-line InputShapeError for tensors that do not fit together."""
         c = self.config.latent_channels
-        _check(noisy.ndim == 5 and noisy.shape[2] == c,
-               f"noisy must be [b,f,{c},h,w], got {tuple(noisy.shape)}")
+        _check(
+            noisy.ndim == 5 and noisy.shape[2] == c, f"noisy must be [b,f,{c},h,w], got {tuple(noisy.shape)}"
+        )
         b, f, _, h, w = noisy.shape
-        _check(ref.batch == b and ref.latent_hw == (h, w),
-               f"ReferenceFeatures are for batch {ref.batch} at {ref.latent_hw}, noisy is batch {b}"
-               f" at {(h, w)}")
+        _check(
+            ref.batch == b and ref.latent_hw == (h, w),
+            f"ReferenceFeatures are for batch {ref.batch} at {ref.latent_hw}, noisy is batch {b} at {(h, w)}",
+        )
         k = self.config.vae_factor
-        _check(tuple(face_mask.shape) == (b, 1, h * k, w * k),
-               f"face_mask must be [{b},1,{h * k},{w * k}], got {tuple(face_mask.shape)}")
+        _check(
+            tuple(face_mask.shape) == (b, 1, h * k, w * k),
+            f"face_mask must be [{b},1,{h * k},{w * k}], got {tuple(face_mask.shape)}",
+        )
         for name, flag in (("drop_reference", drop_reference), ("drop_audio", drop_audio)):
             _check(flag is None or tuple(flag.shape) == (b,), f"{name} must be bool [{b}]")
         if audio is not None:
-            _check(tuple(audio.shape[:2]) == (b, f), f"audio must be [{b},{f},L,D], got "
-                   f"{tuple(audio.shape)}")
+            _check(tuple(audio.shape[:2]) == (b, f), f"audio must be [{b},{f},L,D], got {tuple(audio.shape)}")
         if speed is not None:
             _check(tuple(speed.shape) == (b, f), f"speed must be [{b},{f}], got {tuple(speed.shape)}")
 

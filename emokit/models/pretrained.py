@@ -70,15 +70,18 @@ def read_config(directory: str | Path) -> EMOConfig:
     directory = Path(directory)
     path = directory / CONFIG_NAME
     if not path.is_file() or not (directory / WEIGHTS_NAME).is_file():
-        raise CheckpointError(f"{directory}: not an EMOModel checkpoint (needs {CONFIG_NAME} and "
-                              f"{WEIGHTS_NAME})")
+        raise CheckpointError(
+            f"{directory}: not an EMOModel checkpoint (needs {CONFIG_NAME} and {WEIGHTS_NAME})"
+        )
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
     if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r} v{meta.get('version')!r} "
-                              f"is not {FORMAT} v{FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path}: format {meta.get('format')!r} v{meta.get('version')!r} "
+            f"is not {FORMAT} v{FORMAT_VERSION}"
+        )
     return EMOConfig.from_dict(meta["config"])
 
 
@@ -91,9 +94,11 @@ def load_model(cls: type[M], directory: str | Path) -> M:
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise CheckpointError(f"{directory}: weights do not match config.json ({len(missing)} "
-                              f"missing e.g. {missing[:1]}, {len(unexpected)} unexpected e.g. "
-                              f"{unexpected[:1]})")
+        raise CheckpointError(
+            f"{directory}: weights do not match config.json ({len(missing)} "
+            f"missing e.g. {missing[:1]}, {len(unexpected)} unexpected e.g. "
+            f"{unexpected[:1]})"
+        )
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
@@ -182,8 +187,7 @@ def load_motion_adapter(model: EMOModel, path: str | Path) -> MotionLoad:
         else:
             skipped.append(key)
     if not mapped:
-        raise InitWeightsError(f"--motion-adapter {path}: no tensor fits this preset's temporal "
-                               f"modules")
+        raise InitWeightsError(f"--motion-adapter {path}: no tensor fits this preset's temporal modules")
     model.temporal.load_state_dict(target)
     log.info("motion adapter %s: %d tensors mapped, %d skipped", path, mapped, len(skipped))
     return MotionLoad(mapped, tuple(skipped))

@@ -40,8 +40,9 @@ class SpeedEncoder(nn.Module):
         if speed.ndim != 2:
             raise ValueError(f"speed must be [b, f] degrees per frame, got {tuple(speed.shape)}")
         weight = self.mlp[0].weight
-        codes = speed_encoding(speed.to(weight.dtype), self.centres.to(weight.dtype),
-                               self.radii.to(weight.dtype))
+        codes = speed_encoding(
+            speed.to(weight.dtype), self.centres.to(weight.dtype), self.radii.to(weight.dtype)
+        )
         windows = frame_window(codes, self.window)  # b f w d
         tokens = self.mlp(rearrange(windows, "b f w d -> b f (w d)"))
         return rearrange(tokens, "b f (t c) -> b f t c", t=self.tokens)

@@ -61,8 +61,7 @@ def reference_tail(unet: nn.Module) -> set[str]:
     for name, _ in unet.named_parameters():
         if name.startswith(block) and not name.startswith(f"{block}norm1."):
             tail.add(name)
-        elif name.startswith((f"up_blocks.{last}.attentions.{a}.proj_out.", "conv_norm_out.",
-                              "conv_out.")):
+        elif name.startswith((f"up_blocks.{last}.attentions.{a}.proj_out.", "conv_norm_out.", "conv_out.")):
             tail.add(name)
     return tail
 
@@ -93,8 +92,15 @@ def set_stage(model: nn.Module, stage: int) -> list[nn.Parameter]:
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """Parameters per component plus the sub-groups and ``total`` (sub-groups count in parents)."""
     counts: dict[str, int] = {}
-    for attr in ("vae", "backbone", "reference_net", "temporal", "face_locator", "audio_proj",
-                 "speed_encoder"):
+    for attr in (
+        "vae",
+        "backbone",
+        "reference_net",
+        "temporal",
+        "face_locator",
+        "audio_proj",
+        "speed_encoder",
+    ):
         counts[attr] = sum(p.numel() for p in getattr(model, attr).parameters())
     for group in ("backbone.audio_attention", "temporal.speed"):
         counts[group] = sum(p.numel() for _, p in group_parameters(model, group))

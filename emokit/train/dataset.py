@@ -25,8 +25,16 @@ from emokit.data.schema import OK, read_table
 
 # What the index needs per clip (a subset of LABEL_COLUMNS: no per-frame boxes or poses).
 _INDEX_COLUMNS = [
-    "clip_id", "status", "fps", "num_frames", "size", "has_audio", "face_mask_box", "velocity",
-    "audio_shape", "flags",
+    "clip_id",
+    "status",
+    "fps",
+    "num_frames",
+    "size",
+    "has_audio",
+    "face_mask_box",
+    "velocity",
+    "audio_shape",
+    "flags",
 ]
 _MEDIA_COLUMNS = ["video_mp4", "audio_embeddings"]
 _MAX_RETRIES = 8
@@ -120,8 +128,13 @@ def index_clips(
                 audio = r["audio_shape"]
                 clips.append(
                     Clip(
-                        shard=shard, row_group=g, row=i - int(starts[g]), clip_id=r["clip_id"],
-                        fps=int(r["fps"]), num_frames=int(r["num_frames"]), size=int(r["size"]),
+                        shard=shard,
+                        row_group=g,
+                        row=i - int(starts[g]),
+                        clip_id=r["clip_id"],
+                        fps=int(r["fps"]),
+                        num_frames=int(r["num_frames"]),
+                        size=int(r["size"]),
                         face_mask_box=tuple(r["face_mask_box"]),  # type: ignore[arg-type]
                         velocity=np.asarray(r["velocity"] or [], np.float32),
                         audio_shape=tuple(audio) if audio else None,  # type: ignore[arg-type]
@@ -196,8 +209,7 @@ class _RowCache:
     def get(self, clip: Clip) -> tuple[bytes, bytes | None]:
         key = (clip.shard, clip.row_group)
         if key != self.key or self.table is None:
-            self.table = pq.ParquetFile(clip.shard).read_row_group(clip.row_group,
-                                                                   columns=_MEDIA_COLUMNS)
+            self.table = pq.ParquetFile(clip.shard).read_row_group(clip.row_group, columns=_MEDIA_COLUMNS)
             self.key = key
         video = self.table.column("video_mp4")[clip.row].as_py()
         if not video:
@@ -292,8 +304,10 @@ def audio_tokens(
         raise ClipError("no audio embeddings")
     frames, layers, dim = shape
     if len(blob) != frames * layers * dim * 2:
-        raise ClipError(f"audio_embeddings has {len(blob)} bytes, audio_shape {tuple(shape)} needs "
-                        f"{frames * layers * dim * 2}")
+        raise ClipError(
+            f"audio_embeddings has {len(blob)} bytes, audio_shape {tuple(shape)} needs "
+            f"{frames * layers * dim * 2}"
+        )
     tokens = np.frombuffer(blob, dtype="<f2").reshape(frames, layers, dim)
     rows = np.minimum(np.arange(start, start + count), frames - 1)
     return torch.from_numpy(tokens[rows].astype(np.float32))

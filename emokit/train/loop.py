@@ -85,15 +85,16 @@ class DiffusionLoss(nn.Module):
                 motion = model.encode(rearrange(batch["motion"], "b n c h w -> (b n) c h w"), gen)
                 motion = rearrange(motion, "(b n) c h w -> b n c h w", n=n)
         noise = torch.randn(latents.shape, generator=gen, device=device, dtype=latents.dtype)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=gen,
-                          device=device)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=gen, device=device)
         noisy = self.scheduler.add_noise(latents, noise, t)
         # condition dropout for classifier-free guidance, drawn per sample
         drop_ref = torch.rand(b, generator=gen, device=device) < self.cond_dropout
         drop_audio = torch.rand(b, generator=gen, device=device) < self.cond_dropout
         ref = model.reference(ref_latents, motion)
         eps = model(
-            noisy, t, ref,
+            noisy,
+            t,
+            ref,
             audio=batch.get("audio"),
             face_mask=batch["face_mask"],
             speed=batch["speed"] if self.stage == 3 else None,
@@ -128,8 +129,10 @@ def train(
     """
     _validate(stage, cfg)
     if stage > 1 and (init or motion_adapter):
-        raise TrainError(f"--init/--motion-adapter apply to stage 1; stage {stage} starts from "
-                         f"{ckpt.stage_dir(run_dir, stage - 1) / ckpt.FINAL}")
+        raise TrainError(
+            f"--init/--motion-adapter apply to stage 1; stage {stage} starts from "
+            f"{ckpt.stage_dir(run_dir, stage - 1) / ckpt.FINAL}"
+        )
     run_dir, t0 = Path(run_dir), time.perf_counter()
     sdir = ckpt.stage_dir(run_dir, stage)
     final = ckpt.final_checkpoint(run_dir, stage)
@@ -137,9 +140,20 @@ def train(
         info = ckpt.read_info(final)
         if int(os.environ.get("RANK", "0")) == 0:  # a kill right after `final` left step folders
             ckpt.prune(sdir, keep=None)
-        return TrainResult(stage, run_dir, info["step"], info["step"], True, final, [],
-                           time.perf_counter() - t0, None, info.get("world_size", 1), str(final),
-                           main=int(os.environ.get("RANK", "0")) == 0)
+        return TrainResult(
+            stage,
+            run_dir,
+            info["step"],
+            info["step"],
+            True,
+            final,
+            [],
+            time.perf_counter() - t0,
+            None,
+            info.get("world_size", 1),
+            str(final),
+            main=int(os.environ.get("RANK", "0")) == 0,
+        )
 
     acc = _accelerator(device, cfg)
     main, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
@@ -149,8 +163,10 @@ def train(
         raise TrainError(f"no usable clips for stage {stage} in {dataset}: {_describe(summary)}")
     audio_dims = {tuple(c.audio_shape[1:]) for c in clips if c.audio_shape}
     if len(audio_dims) > 1:
-        raise TrainError(f"shards mix audio token shapes (layers, dim) {sorted(audio_dims)}; "
-                         f"label the whole dataset with one audio model")
+        raise TrainError(
+            f"shards mix audio token shapes (layers, dim) {sorted(audio_dims)}; "
+            f"label the whole dataset with one audio model"
+        )
 
     # ---- model: resume > previous stage > --init > fresh ------------------------------------
     resume = ckpt.latest_checkpoint(sdir)
@@ -159,9 +175,11 @@ def train(
     )
     want = (model.config.audio_layers, model.config.audio_dim)
     if stage > 1 and audio_dims and audio_dims != {want}:
-        raise TrainError(f"the shards' audio tokens have (layers, dim)={audio_dims.pop()} but "
-                         f"the model (from {source}) expects {want}; train on data labelled "
-                         f"with the same audio model as stage 1")
+        raise TrainError(
+            f"the shards' audio tokens have (layers, dim)={audio_dims.pop()} but "
+            f"the model (from {source}) expects {want}; train on data labelled "
+            f"with the same audio model as stage 1"
+        )
     chosen = {id(p) for p in model.set_stage(stage)}  # the model decides what trains per stage
     names = [n for n, p in model.named_parameters() if id(p) in chosen]  # fixed order: EMA, optim
     trainable = [p for n, p in model.named_parameters() if id(p) in chosen]
@@ -191,17 +209,27 @@ def train(
         if main:
             log(f"stage {stage}: resuming from step {start} ({resume})")
     if main:
-        log(f"stage {stage}: {summary.usable} clips ({_describe(summary)}), preset {preset} at "
+        log(
+            f"stage {stage}: {summary.usable} clips ({_describe(summary)}), preset {preset} at "
             f"{res}px, {sum(p.numel() for p in trainable) / 1e6:.2f}M trainable params, "
-            f"world {world}, weights from {source}")
+            f"world {world}, weights from {source}"
+        )
         ckpt.prune(sdir, keep=resume)
     logger = _CsvLog(sdir / "log.csv", start) if main else None
 
     def info(step: int, finished: bool) -> dict[str, Any]:
         return {
-            "stage": stage, "step": step, "max_steps": cfg.max_steps, "finished": finished,
-            "preset": preset, "source": source, "dataset": str(dataset), "world_size": world,
-            "clips": summary.usable, "resolution": res, "train_config": as_dict(cfg),
+            "stage": stage,
+            "step": step,
+            "max_steps": cfg.max_steps,
+            "finished": finished,
+            "preset": preset,
+            "source": source,
+            "dataset": str(dataset),
+            "world_size": world,
+            "clips": summary.usable,
+            "resolution": res,
+            "train_config": as_dict(cfg),
             "emokit_version": __version__,
         }
 
@@ -210,10 +238,14 @@ def train(
         acc.wait_for_everyone()
         dest = sdir / (ckpt.FINAL if finished else ckpt.step_name(step))
         if main:
-            state = None if finished else {"optimizer": opt.state_dict(), "step": step,
-                                           "ema_step": ema.step_count}
-            ckpt.write_checkpoint(dest, acc.unwrap_model(net).model, ema.state_dict(), scheduler,
-                                  info(step, finished), state)
+            state = (
+                None
+                if finished
+                else {"optimizer": opt.state_dict(), "step": step, "ema_step": ema.step_count}
+            )
+            ckpt.write_checkpoint(
+                dest, acc.unwrap_model(net).model, ema.state_dict(), scheduler, info(step, finished), state
+            )
             ckpt.prune(sdir, keep=None if finished else dest)
             log(f"checkpoint step {step}: {dest}")
         acc.wait_for_everyone()
@@ -222,14 +254,23 @@ def train(
     # ---- the loop --------------------------------------------------------------------------
     step, losses = start, []
     gen = torch.Generator(acc.device)
-    bar = tqdm(total=cfg.max_steps, initial=start, desc=f"stage {stage}", unit="step",
-               disable=not (progress and main), dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=start,
+        desc=f"stage {stage}",
+        unit="step",
+        disable=not (progress and main),
+        dynamic_ncols=True,
+    )
     net.train()
     batches = iter(loader)
     pending, tick = [], time.perf_counter()
     while step < cfg.max_steps:
-        batch = {k: v.to(acc.device, non_blocking=True) for k, v in next(batches).items()
-                 if isinstance(v, torch.Tensor)}
+        batch = {
+            k: v.to(acc.device, non_blocking=True)
+            for k, v in next(batches).items()
+            if isinstance(v, torch.Tensor)
+        }
         gen.manual_seed(step_seed(cfg.seed, step, rank))
         loss = net(batch, gen)
         acc.backward(loss)
@@ -255,8 +296,20 @@ def train(
     if logger:
         logger.close()
     final = save(step, finished=True)
-    return TrainResult(stage, run_dir, start, step, False, final, losses,
-                       time.perf_counter() - t0, summary, world, source, main)
+    return TrainResult(
+        stage,
+        run_dir,
+        start,
+        step,
+        False,
+        final,
+        losses,
+        time.perf_counter() - t0,
+        summary,
+        world,
+        source,
+        main,
+    )
 
 
 def _validate(stage: int, cfg: TrainConfig) -> None:
@@ -289,8 +342,13 @@ def _accelerator(device: str, cfg: TrainConfig) -> Accelerator:
 
 
 def _load_model(
-    run_dir: Path, stage: int, cfg: TrainConfig, resume: Path | None, init: str | None,
-    motion_adapter: str | None, audio_dims: tuple[int, int] | None,
+    run_dir: Path,
+    stage: int,
+    cfg: TrainConfig,
+    resume: Path | None,
+    init: str | None,
+    motion_adapter: str | None,
+    audio_dims: tuple[int, int] | None,
 ) -> tuple[EMOModel, Path | None, str, str]:
     """(model, checkpoint folder it came from, description of its weights, preset name).
 
@@ -330,8 +388,9 @@ def _default_workers(acc: Accelerator) -> int:
 
 def _describe(s: IndexSummary) -> str:
     dropped = ", ".join(f"{reason} {n}" for reason, n in s.dropped.most_common())
-    return (f"{s.rows} rows in {s.shards} shards, {s.rejected} rejected by label"
-            + (f", dropped: {dropped}" if dropped else ""))
+    return f"{s.rows} rows in {s.shards} shards, {s.rejected} rejected by label" + (
+        f", dropped: {dropped}" if dropped else ""
+    )
 
 
 class _CsvLog:
@@ -352,8 +411,9 @@ class _CsvLog:
         self.writer = csv.DictWriter(self.file, fieldnames=LOG_FIELDS)
 
     def write(self, step: int, loss: float, lr: float, seconds: float) -> None:
-        self.writer.writerow({"step": step, "loss": f"{loss:.6f}", "lr": f"{lr:.3g}",
-                              "step_seconds": f"{seconds:.4f}"})
+        self.writer.writerow(
+            {"step": step, "loss": f"{loss:.6f}", "lr": f"{lr:.3g}", "step_seconds": f"{seconds:.4f}"}
+        )
         self.file.flush()
 
     def close(self) -> None:
