@@ -18,7 +18,15 @@ import numpy as np
 
 from emokit.config import LabelConfig
 from emokit.data.audio import AudioError, load_audio
-from emokit.data.crop import CropError, clip_crop_box, square_crop_box, to_crop_coords, union_box
+from emokit.data.crop import (
+    PADDED_FLAG,
+    CropError,
+    clip_crop_box,
+    padded_fraction,
+    square_crop_box,
+    to_crop_coords,
+    union_box,
+)
 from emokit.data.decode import VideoError, read_video_frames
 from emokit.data.encode import Mp4Writer
 from emokit.data.faces import FaceBox, FaceDetector
@@ -88,6 +96,7 @@ class _Part:
     pose_found: np.ndarray
     mp4: bytes
     hands_frac: float
+    padded_frac: float = 0.0  # share of the crop square outside the frame (soft-padded)
 
 
 class _NotKept(Exception):
@@ -123,7 +132,8 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
             hands.add(crop)
             mp4.write(crop)
     poses_arr, found = fill_missing(poses)
-    return _Part(start, end, crop_box, poses_arr, found, buf.getvalue(), hands.fraction)
+    padded = padded_fraction(crop_box, frames.size)
+    return _Part(start, end, crop_box, poses_arr, found, buf.getvalue(), hands.fraction, padded)
 
 
 @dataclass
@@ -295,5 +305,8 @@ def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, au
         flags.append("captions")
     if not part.pose_found.all():
         flags.append("pose_gaps")
+    row["padded_frac"] = float(part.padded_frac)
+    if part.padded_frac > PADDED_FLAG:
+        flags.append("padded")
     row["flags"] = sorted(set(flags))
     return row

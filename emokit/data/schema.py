@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from emokit import __version__
 from emokit.data.atomic import atomic_path
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 OK = "ok"
 REJECTED = "rejected"
@@ -95,6 +95,9 @@ SHARD_SCHEMA = pa.schema(
         ("gap_frames", pa.int32()),  # frames whose face box was interpolated
         ("jump_cut_split", pa.bool_()),
         ("flags", pa.list_(pa.string())),  # e.g. multi_face, small_face, hands, captions, no_audio
+        # Crops that stay in the picture (issue 12 item 4): the share of the crop square outside the
+        # source frame, filled with a blurred mirror (emokit.data.crop); flag "padded" above 0.02.
+        ("padded_frac", pa.float32()),
     ]
 )
 
