@@ -96,7 +96,7 @@ SHARD_SCHEMA = pa.schema(
         ("jump_cut_split", pa.bool_()),
         ("flags", pa.list_(pa.string())),  # e.g. multi_face, small_face, hands, captions, no_audio
         # Crops that stay in the picture (issue 12 item 4): the share of the crop square outside the
-        # source frame, filled with a blurred mirror (emokit.data.crop); flag "padded" above 0.02.
+        # source frame, filled with a blurred mirror (emokit.data.crop); flag "padded" above 0.05.
         ("padded_frac", pa.float32()),
     ]
 )
