@@ -1,0 +1,1 @@
+"""`emokit evaluate`: metrics of a generated talking-head video against a real one."""
