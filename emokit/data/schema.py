@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from emokit import __version__
 from emokit.data.atomic import atomic_path
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 OK = "ok"
 REJECTED = "rejected"
@@ -95,6 +95,10 @@ SHARD_SCHEMA = pa.schema(
         ("gap_frames", pa.int32()),  # frames whose face box was interpolated
         ("jump_cut_split", pa.bool_()),
         ("flags", pa.list_(pa.string())),  # e.g. multi_face, small_face, hands, captions, no_audio
+        # Audio-visual sync (emokit.data.avsync / emokit.data.syncnet); flags av_offset, no_lipsync.
+        ("av_offset_frames", pa.int32()),  # audio late positive, 30 FPS frames; null if not reliable
+        ("av_sync_confidence", pa.float32()),  # method's confidence; null when nothing to measure
+        ("av_method", pa.string()),  # "mouth_motion" or "syncnet"
     ]
 )
 
