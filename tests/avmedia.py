@@ -43,3 +43,10 @@ def still_face(src: Path, dst: Path, duration_s: float, fps: int = 25) -> Path:
     _ffmpeg("-i", str(src), "-filter_complex", held, "-map", "[v]", "-map", "0:a:0", "-t", f"{duration_s}",
             "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", "-c:a", "aac", str(dst))  # fmt: skip
     return dst
+
+
+def scaled(src: Path, dst: Path, side: int, duration_s: float) -> Path:
+    """``src`` (square) scaled to ``side``² with its own audio: a small real talking-head video."""
+    _ffmpeg("-i", str(src), "-t", f"{duration_s}", "-vf", f"scale={side}:{side}:flags=area",
+            "-c:v", "libx264", "-crf", "16", "-pix_fmt", "yuv420p", "-c:a", "aac", str(dst))  # fmt: skip
+    return dst

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import butter, sosfiltfilt
 
+from emokit.data.mouth import STILL_STD
+
 METHOD = "mouth_motion"
 BAND_HZ = (300.0, 3000.0)
 MAX_LAG = 15  # frames each way (0.5 s at 30 FPS)
@@ -39,7 +41,7 @@ LEAD_FRAMES = 2
 OFFSET_CONFIDENCE = 4.5  # store the offset only at or above this confidence (z units)
 NO_LIPSYNC_CONFIDENCE = 3.0  # below this, the mouth does not follow the speech
 OFFSET_FLAG_FRAMES = 2  # av_offset: a stored offset beyond ±2 frames
-STILL_MOUTH_STD = 0.005  # mouth-opening std (eye-distance units) below which the mouth is still
+STILL_MOUTH_STD = STILL_STD
 SILENT_RMS = 1e-3  # band RMS (full scale 1) below which a clip has no speech to sync to
 
 __all__ = ["AVSync", "lag_curve", "mouth_audio_sync", "speech_envelope"]

@@ -19,7 +19,14 @@ import numpy as np
 INNER_LIP_PAIRS = np.array([(13, 14), (82, 87), (312, 317)], dtype=np.int64)
 EYE_CORNERS = (33, 263)
 
-__all__ = ["EYE_CORNERS", "INNER_LIP_PAIRS", "MouthTracker", "mouth_opening", "mouth_opening_series"]
+__all__ = [
+    "EYE_CORNERS",
+    "INNER_LIP_PAIRS",
+    "MouthTracker",
+    "mouth_correlation",
+    "mouth_opening",
+    "mouth_opening_series",
+]
 
 
 def mouth_opening(landmarks: np.ndarray) -> float:
@@ -88,3 +95,26 @@ def mouth_opening_series(frames: Iterable[np.ndarray]) -> np.ndarray:
             pts = tracker(frame)
             out.append(np.nan if pts is None else mouth_opening(pts))
     return np.array(out, dtype=np.float64)
+
+
+STILL_STD = 0.005  # opening std (eye-distance units) below which a mouth counts as not moving
+MIN_COMMON_FRAMES = 10
+
+
+def mouth_correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation of two per-frame opening series over the frames where both have a face.
+
+    Defined explicitly where Pearson is not: None when fewer than ``MIN_COMMON_FRAMES`` frames
+    have a face in both; 0.0 when either mouth does not move (std < ``STILL_STD``: a still carries
+    no lip signal, and the ratio of two tiny tracker jitters would be any number in [-1, 1]).
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    both = np.isfinite(a) & np.isfinite(b)
+    if both.sum() < MIN_COMMON_FRAMES:
+        return None
+    a, b = a[both], b[both]
+    if a.std() < STILL_STD or b.std() < STILL_STD:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
