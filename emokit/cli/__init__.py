@@ -46,3 +46,4 @@ from emokit.cli import label as _label  # noqa: E402,F401
 from emokit.cli import inspect as _inspect  # noqa: E402,F401
 from emokit.cli import train as _train  # noqa: E402,F401
 from emokit.cli import generate as _generate  # noqa: E402,F401
+from emokit.cli import evaluate as _evaluate  # noqa: E402,F401

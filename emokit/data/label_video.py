@@ -18,6 +18,7 @@ import numpy as np
 
 from emokit.config import LabelConfig
 from emokit.data.audio import AudioError, load_audio
+from emokit.data.avsync import mouth_audio_sync
 from emokit.data.crop import (
     PADDED_FLAG,
     CropError,
@@ -33,6 +34,7 @@ from emokit.data.faces import FaceBox, FaceDetector
 from emokit.data.frames import WindowFrames
 from emokit.data.ingest import clip_id
 from emokit.data.jumpcuts import find_jump_cuts
+from emokit.data.mouth import mouth_opening
 from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity
 from emokit.data.quality import HandsDetector, caption_score
 from emokit.data.schema import OK, REJECTED, SHARD_SCHEMA
@@ -96,6 +98,8 @@ class _Part:
     pose_found: np.ndarray
     mp4: bytes
     hands_frac: float
+    mouth: np.ndarray  # per frame mouth opening (emokit.data.mouth), NaN where no face mesh
+    audio: np.ndarray | None  # the part's 16 kHz audio
     padded_frac: float = 0.0  # share of the crop square outside the frame (soft-padded)
 
 
@@ -113,6 +117,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
         audio = audio[round(start / cfg.fps * AUDIO_SR) : round(end / cfg.fps * AUDIO_SR)]
     buf = io.BytesIO()
     poses = []
+    mouth = []
     with (
         HeadPoseEstimator() as est,
         HandsDetector(every=HANDS_EVERY) as hands,
@@ -129,11 +134,14 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
         for i in range(start, end):
             crop = frames.crop(i, crop_box, cfg.size)
             poses.append(est(crop))
+            mouth.append(mouth_opening(est.last_landmarks) if poses[-1] is not None else np.nan)
             hands.add(crop)
             mp4.write(crop)
     poses_arr, found = fill_missing(poses)
     padded = padded_fraction(crop_box, frames.size)
-    return _Part(start, end, crop_box, poses_arr, found, buf.getvalue(), hands.fraction, padded)
+    return _Part(
+        start, end, crop_box, poses_arr, found, buf.getvalue(), hands.fraction, np.array(mouth), audio, padded
+    )
 
 
 @dataclass
@@ -308,5 +316,8 @@ def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, au
     row["padded_frac"] = float(part.padded_frac)
     if part.padded_frac > PADDED_FLAG:
         flags.append("padded")
+    sync = mouth_audio_sync(part.mouth, part.audio, fps, AUDIO_SR)
+    row.update(sync.row())
+    flags.extend(sync.flags)
     row["flags"] = sorted(set(flags))
     return row

@@ -98,6 +98,10 @@ SHARD_SCHEMA = pa.schema(
         # Crops that stay in the picture (issue 12 item 4): the share of the crop square outside the
         # source frame, filled with a blurred mirror (emokit.data.crop); flag "padded" above 0.05.
         ("padded_frac", pa.float32()),
+        # Audio-visual sync (emokit.data.avsync / emokit.data.syncnet); flags av_offset, no_lipsync.
+        ("av_offset_frames", pa.int32()),  # audio late positive, 30 FPS frames; null if not reliable
+        ("av_sync_confidence", pa.float32()),  # method's confidence; null when nothing to measure
+        ("av_method", pa.string()),  # "mouth_motion" or "syncnet"
     ]
 )
 
