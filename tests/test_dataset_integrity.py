@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from emokit.config import LabelConfig
 from emokit.data.ingest import ingest
 from emokit.data.label import label
-from emokit.data.schema import CorruptFileError, read_table
+from emokit.data.schema import SHARD_SCHEMA, CorruptFileError, read_table
 from emokit.data.wav2vec import save_tiny_wav2vec
 
 A, B = "speaker_d_25fps_410x412.mp4", "head_turn_25fps_224.mp4"
@@ -85,3 +86,25 @@ def test_corrupt_shard_is_relabelled_and_readers_name_it(grown, tmp_path):
     s = label(ds, grown[1], workers=1, progress=False)
     assert s.shards_written == 1  # redone, not "already done"
     assert read_table(shard).num_rows > 0 and sorted(_labelled_parents(ds)) == sorted(_windows(ds))
+
+
+def test_corrupt_clip_media_is_a_clip_error_naming_the_shard(grown, tmp_path):
+    from emokit.train.dataset import ClipDataset, ClipError, index_clips
+
+    ds = tmp_path / "ds"
+    shutil.copytree(grown[0], ds)
+    clips, _ = index_clips(ds, stage=1, frames=1, motion_frames=0)
+    clip = clips[-1]
+    chunk = (
+        pq.ParquetFile(clip.shard)
+        .metadata.row_group(clip.row_group)
+        .column(SHARD_SCHEMA.names.index("video_mp4"))
+    )
+    data = bytearray(clip.shard.read_bytes())
+    first = chunk.dictionary_page_offset or chunk.data_page_offset  # the column chunk's first page
+    start = first + 64  # past the page header: the mp4 bytes change, the file stays Parquet
+    end = min(start + 65536, first + chunk.total_compressed_size)
+    data[start:end] = bytes(end - start)
+    clip.shard.write_bytes(bytes(data))
+    with pytest.raises(ClipError, match=clip.shard.name):
+        ClipDataset([clip], stage=1, resolution=64)[0]
