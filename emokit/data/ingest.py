@@ -21,6 +21,7 @@ from tqdm import tqdm
 from emokit.config import IngestConfig, as_dict
 from emokit.data.atomic import remove_stale_temps
 from emokit.data.executor import ENGINES, Failed, run
+from emokit.data.lock import locks_dataset
 from emokit.data.probe import ProbeError, file_sha256, probe
 from emokit.data.scenes import DETECTORS, scan_scenes
 from emokit.data.schema import MANIFEST_SCHEMA, OK, REJECTED, read_table, write_table
@@ -174,6 +175,7 @@ def _cache_key(path: Path, cfg: IngestConfig) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
+@locks_dataset("dataset", create=True)
 def ingest(
     inputs: Iterable[str | Path],
     dataset: str | Path,

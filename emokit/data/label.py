@@ -38,6 +38,7 @@ from emokit.data.audio_model import PRECISIONS, check_audio_model
 from emokit.data.executor import Failed, run
 from emokit.data.ingest import MANIFEST, reason_kind
 from emokit.data.label_video import WindowLabels, label_window
+from emokit.data.lock import locks_dataset
 from emokit.data.schema import OK, SHARD_SCHEMA, read_table, verify_table, write_table
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def usable_windows(dataset: Path) -> list[dict[str, Any]]:
     return [r for r in ok if not (r["clip_id"] in seen or seen.add(r["clip_id"]))]  # one per clip id
 
 
+@locks_dataset("dataset")
 def label(
     dataset: str | Path,
     cfg: LabelConfig | None = None,
