@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +26,44 @@ def _die_on_three(x: int) -> float:
     if x == 3:
         os.kill(os.getpid(), signal.SIGKILL)  # what a native crash or the OOM killer looks like
     return x / 2
+
+
+def _record_and_sleep(folder: str) -> None:
+    (Path(folder) / f"pid-{os.getpid()}").touch()
+    time.sleep(120)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie no one reaps holds no memory
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_exit_when_the_parent_is_killed(tmp_path):
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[2]); from test_executor import _record_and_sleep;"
+        "from emokit.data.executor import run; list(run(_record_and_sleep, [sys.argv[1]] * 2, workers=2))"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent)])
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("pid-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids = [int(p.name[4:]) for p in tmp_path.glob("pid-*")]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    os.kill(parent.pid, signal.SIGKILL)  # what the OOM killer does to the main process
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        assert not [p for p in pids if _alive(p)], "workers outlived their killed parent"
+    finally:
+        for p in pids:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("pause", [0.0, 0.3])  # 0.3: the worker dies while the caller is away

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from emokit.config import IngestConfig, as_dict
 from emokit.data.atomic import remove_stale_temps
 from emokit.data.executor import ENGINES, Failed, run
+from emokit.data.lock import locks_dataset
 from emokit.data.probe import ProbeError, file_sha256, probe
 from emokit.data.scenes import DETECTORS, scan_scenes
 from emokit.data.schema import MANIFEST_SCHEMA, OK, REJECTED, read_table, write_table
@@ -148,6 +149,8 @@ class IngestSummary:
     clips: int = 0
     clip_seconds: float = 0.0
     rejected: dict[str, str] = field(default_factory=dict)  # source path → reason
+    kept: int = 0  # sources of an existing manifest that were not among the inputs, kept as they were
+    replaced: int = 0  # sources of an existing manifest dropped by ``replace=True``
 
     @property
     def rejected_by_reason(self) -> Counter[str]:
@@ -172,6 +175,7 @@ def _cache_key(path: Path, cfg: IngestConfig) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
+@locks_dataset("dataset", create=True)
 def ingest(
     inputs: Iterable[str | Path],
     dataset: str | Path,
@@ -179,8 +183,14 @@ def ingest(
     workers: int | None = None,
     engine: str = "local",
     progress: bool = True,
+    replace: bool = False,
 ) -> IngestSummary:
-    """Ingest every video under ``inputs`` into ``dataset``/manifest.parquet; resumable."""
+    """Ingest every video under ``inputs`` into ``dataset``/manifest.parquet; resumable.
+
+    Into an existing dataset the inputs are added: the manifest keeps the rows of every source it
+    already holds (in their order, so label's finished shards stay valid), a source ingested again
+    gets its new rows in place, new sources are appended. ``replace=True`` starts the manifest over.
+    """
     cfg = cfg or IngestConfig()
     if cfg.detector not in DETECTORS:
         raise InputError(f"unknown scene detector {cfg.detector!r}; choose from {sorted(DETECTORS)}")
@@ -213,7 +223,14 @@ def ingest(
         rows_by_source[src] = rows
         bar.update()
     bar.close()
-    manifest_rows = [row for src in sources for row in rows_by_source[src]]
+    new_rows = {str(src): rows_by_source[src] for src in sources}
+    old_rows = {} if replace else _existing_rows(summary.manifest)
+    if replace and summary.manifest.exists():
+        summary.replaced = len(
+            {r["source_path"] for r in read_table(summary.manifest).to_pylist()} - set(new_rows)
+        )
+    summary.kept = len(set(old_rows) - set(new_rows))
+    manifest_rows = merge_sources(old_rows, new_rows)
     write_table(
         manifest_rows,
         MANIFEST_SCHEMA,
@@ -228,3 +245,24 @@ def ingest(
         else:
             summary.rejected[row["source_path"]] = row["reason"]
     return summary
+
+
+def _existing_rows(manifest: Path) -> dict[str, list[dict[str, Any]]]:
+    """An existing manifest's rows grouped by source path, in manifest order."""
+    if not manifest.exists():
+        return {}
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for row in read_table(manifest).to_pylist():
+        by_source.setdefault(row["source_path"], []).append(row)
+    return by_source
+
+
+def merge_sources(
+    old: dict[str, list[dict[str, Any]]], new: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Manifest rows after adding ``new`` sources to ``old`` ones: old order kept, a source in both
+    takes its new rows in its old place, the other new sources follow in their given order.
+
+    Keeping the old windows first and in order is what keeps label's finished shards valid."""
+    rows = [row for src, rows in old.items() for row in new.get(src, rows)]
+    return rows + [row for src, rows in new.items() if src not in old for row in rows]

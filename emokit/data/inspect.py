@@ -11,7 +11,6 @@ from typing import Any
 import av
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 
 from emokit.data.atomic import atomic_path
 from emokit.data.ingest import MANIFEST
@@ -120,7 +119,7 @@ def inspect_dataset(dataset: str | Path, out: str | Path | None = None) -> Inspe
         ids = {r["clip_id"] for r in ok[:32]}
         # only the shown clips' rows, media included; the rest of each shard stays on disk
         media = [
-            r for s in shards for r in pq.read_table(s, filters=[("clip_id", "in", sorted(ids))]).to_pylist()
+            r for s in shards for r in read_table(s, filters=[("clip_id", "in", sorted(ids))]).to_pylist()
         ]
         sheet = contact_sheet(media, out / "contact_sheet.png")
         plot = pose_plot(ok, out / "pose.png")

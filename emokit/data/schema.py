@@ -131,13 +131,42 @@ def write_table(
     table = pa.Table.from_pylist(rows, schema=schema)
     table = table.replace_schema_metadata(_metadata(kind, extra_meta))
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
+        pq.write_table(
+            table, tmp, compression="zstd", row_group_size=row_group_size, write_page_checksum=True
+        )
 
 
-def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
-    """Read an emokit Parquet file, refusing ones written with another schema version."""
-    meta = pq.read_schema(path).metadata or {}
-    version = meta.get(b"schema_version", b"?").decode()
-    if version != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {version}, this emokit reads {SCHEMA_VERSION}")
-    return pq.read_table(path, columns=columns)
+class CorruptFileError(ValueError):
+    """An emokit file that cannot be read back (truncated, overwritten, not Parquet)."""
+
+
+def read_table(path: str | Path, columns: list[str] | None = None, filters: Any = None) -> pa.Table:
+    """Read an emokit Parquet file, refusing ones written with another schema version.
+
+    Pages are checked against their checksums; any failure is one line naming the file."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        version = meta.get(b"schema_version", b"?").decode()
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"{path}: schema_version {version}, this emokit reads {SCHEMA_VERSION}")
+        return pq.read_table(path, columns=columns, filters=filters, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise CorruptFileError(f"{path}: unreadable or corrupt Parquet file ({_first_line(e)})") from None
+
+
+def verify_table(path: str | Path) -> None:
+    """Read every page of a Parquet file, one row group at a time (bounded memory), so a file
+    damaged anywhere raises CorruptFileError naming it instead of being counted as good."""
+    try:
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+        for i in range(pf.num_row_groups):
+            pf.read_row_group(i)
+    except (OSError, pa.ArrowException) as e:
+        raise CorruptFileError(f"{path}: unreadable or corrupt Parquet file ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
