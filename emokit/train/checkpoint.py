@@ -29,10 +29,11 @@ from typing import Any
 
 import torch
 from diffusers import DDPMScheduler
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 # CheckpointError: one error type for every unusable checkpoint
 from emokit.models import CheckpointError, EMOConfig, EMOModel, read_config
+from emokit.models.pretrained import load_tensors
 from emokit.train.noise import SCHEDULER_DIR
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,7 @@ def load_ema(checkpoint: Path) -> dict[str, torch.Tensor]:
         return {}
     verify_checkpoint(checkpoint)
     try:
-        ema = load_file(path)
+        ema = load_tensors(path)
     except Exception as e:  # noqa: BLE001 — safetensors raises its own error types
         raise CheckpointError(f"{path}: unreadable weights ({e})") from None
     check_finite(ema, path)
