@@ -133,7 +133,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
             mp4.write(crop)
     poses_arr, found = fill_missing(poses)
     padded = padded_fraction(crop_box, frames.size)
-    return _Part(start, end, crop_box, poses_arr, found, buf.getvalue(), hands.fraction, padded)
+    return _Part(start, end, crop_box, poses_arr, found, buf.getvalue(), hands.fraction, padded_frac=padded)
 
 
 @dataclass
