@@ -163,9 +163,23 @@ def _text(image: np.ndarray, xy: tuple[int, int], text: str, colour=(0, 0, 0), s
     image[:] = np.asarray(pil)
 
 
+def _wrap(text: str, width: int, size: int) -> list[str]:
+    """``text`` broken at spaces into lines at most ``width`` pixels wide."""
+    font, out, line = _font(size), [], ""
+    for word in text.split(" "):
+        if line and font.getlength(f"{line} {word}") > width:
+            out.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return [*out, line]
+
+
 def _band(width: int, lines: list[tuple[str, tuple[int, int, int]]], size: int = 13) -> np.ndarray:
-    band = np.full((6 + (size + 5) * len(lines), width, 3), 255, np.uint8)
-    for k, (text, colour) in enumerate(lines):
+    """White band with ``lines`` of text, each wrapped to the band's width."""
+    wrapped = [(part, colour) for text, colour in lines for part in _wrap(text, width - 12, size)]
+    band = np.full((6 + (size + 5) * len(wrapped), width, 3), 255, np.uint8)
+    for k, (text, colour) in enumerate(wrapped):
         _text(band, (6, 3 + k * (size + 5)), text, colour, size)
     return band
 
