@@ -66,7 +66,12 @@ def filter_native_logs() -> bool:
     sys.stderr.flush()
     real = os.dup(2)
     read_fd, write_fd = _channel(real)
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare: leave stderr as it is
+        for fd in (read_fd, write_fd, real):
+            os.close(fd)
+        return False
     if pid == 0:  # the filter: copy read_fd to the real stderr until every writer is gone
         try:
             os.close(write_fd)
@@ -171,7 +176,10 @@ def _restore() -> None:
     os.dup2(real, 2)
     os.close(real)
     for _ in range(100):  # up to 2 s; a lingering child that holds the pipe keeps it alive longer
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # already reaped
+            return
         if done:
             return
         select.select([], [], [], 0.02)

@@ -1,5 +1,6 @@
 """Crops that stay in the picture, on a real talking head moved to the frame edge (issue 12 item 4),
-and an `emokit label` run whose terminal output holds no MediaPipe/TFLite native log line (item 7).
+an `emokit label` run whose terminal output holds no MediaPipe/TFLite native log line, and an
+`emokit inspect` that names those clips by source and time span and draws their crops (item 7).
 
 speaker_c (512², HDTF-style, face ~320 px) is cut so that its face sits near the top-left corner of
 a frame shorter than the ×1.5 square: label must shift and shrink the crop (real pixels only). Cut
@@ -20,11 +21,13 @@ import sys
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
 from emokit.data.crop import MIN_CROP_SCALE, PADDED_FLAG, crop_square, padded_fraction, square_crop_box
 from emokit.data.encode import Mp4Writer
+from emokit.data.inspect import CANVAS, YELLOW, contact_sheet
 from emokit.data.schema import read_table
 from emokit.data.wav2vec import save_tiny_wav2vec
 
@@ -75,7 +78,14 @@ def labelled(videos: Path, tmp_path_factory) -> dict:
         for p in sorted((ds / "shards").glob("*.parquet"))
         for row in read_table(p).to_pylist()
     }
-    return {"rows": rows, "firsts": firsts, "stderr": stderr + r.stderr, "stdout": r.stdout}
+    return {
+        "rows": rows,
+        "firsts": firsts,
+        "stderr": stderr + r.stderr,
+        "stdout": r.stdout,
+        "ds": ds,
+        "env": env,
+    }
 
 
 def test_label_stderr_has_no_native_log_lines(labelled) -> None:
@@ -170,3 +180,36 @@ def test_unavoidable_padding_is_measured_flagged_and_soft(labelled) -> None:
     # the real part is the source's pixels (the face keeps its place in the crop)
     ref = crop_square(first, (x0, y0, x1, y1), SIZE, pad="soft").astype(np.float32)
     assert np.abs(crop - ref)[top:bottom, left:].mean() < 4
+
+
+def test_inspect_names_clips_by_source_and_draws_the_crop(labelled, tmp_path) -> None:
+    ds, rows = labelled["ds"], labelled["rows"]
+    r = subprocess.run(
+        [sys.executable, "-m", "emokit", "inspect", str(ds)],
+        capture_output=True,
+        text=True,
+        env=labelled["env"],
+    )
+    assert r.returncode == 0, r.stderr
+    assert not NATIVE_LOG.search(r.stderr), r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:3] == ["source", "start–end", "length"]
+    for unit in ("(s)", "(max)", "(% short side)", "(deg/frame)", "(% of crop)"):
+        assert unit in lines[1]
+    for name, row in rows.items():
+        line = next(x for x in lines if x.startswith(f"{name}.mp4 "))
+        assert f"{row['start_s']:.2f}–{row['end_s']:.2f}" in line and row["clip_id"][:12] in line
+        assert f"{100 * row['padded_frac']:.1f}" in line and all(f in line for f in row["flags"])
+    assert "padded" in next(x for x in lines if x.startswith("tight.mp4 "))
+    assert (ds / "inspect" / "contact_sheet.png").is_file() and (ds / "inspect" / "pose.png").is_file()
+    # the crop square is drawn on the source frame, on grey canvas where it leaves the frame
+    windows = {w["clip_id"]: w for w in read_table(ds / "manifest.parquet").to_pylist()}
+    counts = {}
+    for name, row in rows.items():
+        png = contact_sheet([row], tmp_path / f"{name}.png", windows)
+        sheet = cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
+        yellow = (sheet == YELLOW).all(axis=2).sum()
+        grey = (sheet == CANVAS).all(axis=2).sum()
+        counts[name] = yellow, grey
+    assert all(yellow > 500 for yellow, _ in counts.values()), counts
+    assert counts["tight"][1] > 2000 and counts["shifted"][1] < 50, counts

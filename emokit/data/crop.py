@@ -181,7 +181,8 @@ def _soft_pad(region: np.ndarray, borders: tuple[int, int, int, int], side: int,
 
     Works at the output size (the in-frame part is resized first, so a 1080p crop pays for a
     512² blur, not a 1000² one). The mirror fades over ``size / 16`` pixels into a blur of
-    ~``size / 12`` pixels (box-downscaled by 16, Gaussian, upscaled: ~1 ms at 512²).
+    ~``size / 12`` pixels (box-downscaled by 16, Gaussian, upscaled); blur and blend cost a few ms
+    at 512² (benchmarks/bench_crop_pad.py), on top of the resize every crop pays.
     """
     k = size / side
     top, bottom, left, right = (round(b * k) for b in borders)
@@ -194,15 +195,21 @@ def _soft_pad(region: np.ndarray, borders: tuple[int, int, int, int], side: int,
     blurred = cv2.resize(mirrored, (small, small), interpolation=cv2.INTER_AREA)
     blurred = cv2.GaussianBlur(blurred, (0, 0), sigmaX=1.0)
     blurred = cv2.resize(blurred, (size, size), interpolation=cv2.INTER_LINEAR)
-    idx = np.arange(size)
-    dx = np.maximum(np.maximum(left - idx, idx - (left + inner_w - 1)), 0)
-    dy = np.maximum(np.maximum(top - idx, idx - (top + inner_h - 1)), 0)
-    ramp = max(2.0, size / 16)
-    weight = np.clip(np.maximum(dy[:, None], dx[None, :]) / ramp, 0.0, 1.0).astype(np.float32)
-    if mirrored.ndim == 3:
-        weight = weight[..., None]
-    out = mirrored + weight * (blurred.astype(np.float32) - mirrored)
-    return np.clip(np.rint(out), 0, 255).astype(mirrored.dtype)
+    # blend weight: distance outside the picture (px, the larger of the two axes) / ramp, ≤ 1,
+    # in float32 and only over the padded bands (the whole square cost ~10× more here)
+    idx = np.arange(size, dtype=np.float32)
+    ramp = np.float32(max(2.0, size / 16))
+    dx = np.maximum(np.maximum(left - idx, idx - (left + inner_w - 1)), 0) / ramp
+    dy = np.maximum(np.maximum(top - idx, idx - (top + inner_h - 1)), 0) / ramp
+    middle = slice(top, size - bottom)
+    bands = [(slice(0, top), slice(None)), (slice(size - bottom, size), slice(None))]
+    bands += [(middle, slice(0, left)), (middle, slice(size - right, size))]
+    for rows, cols in bands:
+        w = np.minimum(np.maximum(dy[rows, None], dx[None, cols]), np.float32(1.0))
+        if w.size:
+            m, b = np.ascontiguousarray(mirrored[rows, cols]), np.ascontiguousarray(blurred[rows, cols])
+            mirrored[rows, cols] = cv2.blendLinear(m, b, np.float32(1.0) - w, w)
+    return mirrored
 
 
 def to_crop_coords(box: Sequence[float] | np.ndarray, crop_box: Sequence[int], size: int) -> np.ndarray:

@@ -140,7 +140,16 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
     poses_arr, found = fill_missing(poses)
     padded = padded_fraction(crop_box, frames.size)
     return _Part(
-        start, end, crop_box, poses_arr, found, buf.getvalue(), hands.fraction, np.array(mouth), audio, padded
+        start,
+        end,
+        crop_box,
+        poses_arr,
+        found,
+        buf.getvalue(),
+        hands.fraction,
+        np.array(mouth),
+        audio,
+        padded_frac=padded,
     )
 
 
