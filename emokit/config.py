@@ -45,6 +45,7 @@ class LabelConfig:
     shard_size: int = 64
     crf: int = 18
     x264_preset: str = "superfast"  # crop mp4 speed/size: 2.7 vs 4.3 ms a 512² frame, +50 % bytes vs veryfast
+    syncnet: str | None = None  # SyncNet weights (file, folder or hub id): A/V sync by SyncNet
 
 
 @dataclass(frozen=True)

@@ -71,11 +71,12 @@ def test_silence_and_missing_face_measure_nothing():
 def test_label_rows_carry_the_sync_columns(media):
     """label_window fills the schema columns from the crop's face mesh (no torch in the worker)."""
     cfg = LabelConfig(size=128)
-    rows = {}
+    rows, windows = {}, {}
     for name in ("late", "still"):
         w = dict(clip_id=name, source_path=str(media[name]), source_sha256="x", start_s=0.0, end_s=DUR,
                  video_stream=0, has_audio=True)  # fmt: skip
-        (rows[name],) = label_window(w, cfg, bounds=(1.0, 12.0), threads=1).rows
+        windows[name] = label_window(w, cfg, bounds=(1.0, 12.0), threads=1)
+        (rows[name],) = [dict(r) for r in windows[name].rows]
     late, still = rows["late"], rows["still"]
     assert late["status"] == still["status"] == "ok"
     assert late["av_method"] == still["av_method"] == "mouth_motion"
@@ -83,3 +84,26 @@ def test_label_rows_carry_the_sync_columns(media):
     assert late["av_sync_confidence"] > still["av_sync_confidence"]
     if late["av_offset_frames"] is not None:
         assert abs(late["av_offset_frames"] - 6) <= 2
+
+    # --syncnet: the parent replaces the label with SyncNet's, computed on the row's own crop mp4,
+    # face boxes and audio (a tiny random network here, so only the bookkeeping can be asserted).
+    import torch
+
+    from emokit.data.label import _AudioStage
+    from emokit.data.syncnet import SYNCNET_MIN_CONFIDENCE, SyncNet, SyncNetConfig
+
+    torch.manual_seed(0)
+    tiny = SyncNet(
+        SyncNetConfig(size=32, video_widths=[4, 8, 8, 8, 8], audio_widths=[4, 8, 8, 8, 8], hidden=8, embed=8)
+    )
+    stage = _AudioStage(cfg, "cpu", 1, needed=False, syncnet=tiny.eval())
+    try:
+        for name, wl in windows.items():
+            stage.attach(wl)
+            (r,) = wl.rows
+            assert r["av_method"] == "syncnet" and np.isfinite(r["av_sync_confidence"])
+            low = r["av_sync_confidence"] < SYNCNET_MIN_CONFIDENCE
+            assert ("no_lipsync" in r["flags"]) == low and (r["av_offset_frames"] is None) == low
+            assert "no_audio" in r["flags"]  # no Wav2Vec2 in this stage
+    finally:
+        stage.close()

@@ -39,6 +39,10 @@ def label_command(
             "--audio-device", help="Where Wav2Vec2 runs: auto (CUDA if available), cpu, cuda, cuda:N."
         ),
     ] = "auto",
+    syncnet: Annotated[
+        str | None,
+        typer.Option("--syncnet", help="SyncNet weights (file, folder or hub id) for the A/V sync label."),
+    ] = None,
     workers: Workers = None,
     engine: Engine = "local",
     config: ConfigFile = None,
@@ -56,7 +60,7 @@ def label_command(
     recipe = setup(config, verbose, quiet)
     overrides = {
         k: v
-        for k, v in dict(size=size, audio_model=audio_model, shard_size=shard_size).items()
+        for k, v in dict(size=size, audio_model=audio_model, shard_size=shard_size, syncnet=syncnet).items()
         if v is not None
     }
     cfg = dataclasses.replace(recipe.label, **overrides)

@@ -90,8 +90,9 @@ class _VideoStage:
 class _AudioStage:
     """Wav2Vec2 tokens for the windows the workers label, computed in this (the parent) process."""
 
-    def __init__(self, cfg: LabelConfig, device: str, threads: int, needed: bool) -> None:
+    def __init__(self, cfg: LabelConfig, device: str, threads: int, needed: bool, syncnet=None) -> None:
         self.cfg = cfg
+        self.syncnet = syncnet  # a loaded emokit.data.syncnet.SyncNet, or None (mouth-motion sync)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="emokit-wav2vec")
         # Not loaded at all when no window has audio (no hub lookups for silent datasets).
         self._encoder: Future | None = self._pool.submit(self._load, device, threads) if needed else None
@@ -128,6 +129,9 @@ class _AudioStage:
         tokens = None
         if labels.audio is not None and self._encoder is not None:
             tokens = self._encoder.result()(labels.audio, labels.frames, self.cfg.fps)
+        if labels.audio is not None and self.syncnet is not None:
+            for row, off in ok:
+                _syncnet_label(self.syncnet, row, off, labels.audio, self.cfg.fps)
         for row, off in ok:
             if tokens is None:
                 row["flags"] = sorted({*row["flags"], "no_audio"})
@@ -141,6 +145,17 @@ class _AudioStage:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _syncnet_label(net, row: dict[str, Any], off: int, audio: np.ndarray, fps: int) -> None:
+    """Replace the row's mouth-motion sync label with SyncNet's (``--syncnet``)."""
+    from emokit.data.label_video import AUDIO_SR
+    from emokit.data.syncnet import clip_sync
+
+    part = audio[round(off / fps * AUDIO_SR) : round((off + row["num_frames"]) / fps * AUDIO_SR)]
+    sync = clip_sync(net, row["video_mp4"], np.array(row["face_boxes"]), part, fps, AUDIO_SR)
+    row.update(sync.row())
+    row["flags"] = sorted({f for f in row["flags"] if f not in ("av_offset", "no_lipsync")} | set(sync.flags))
 
 
 def usable_windows(dataset: Path) -> list[dict[str, Any]]:
@@ -197,7 +212,12 @@ def label(
     # From the requested workers, not from what is left to do: bf16 results depend on the thread
     # count, and a resumed run must give the shards a clean run gives.
     audio_threads = max(1, requested // WORKERS_PER_AUDIO_THREAD) if requested > 1 else cores
-    audio = _AudioStage(cfg, audio_device, audio_threads, needs_audio)
+    syncnet = None
+    if cfg.syncnet and needs_audio:  # loaded before any work: a wrong path fails at once
+        from emokit.data.syncnet import load_syncnet
+
+        syncnet = load_syncnet(cfg.syncnet)
+    audio = _AudioStage(cfg, audio_device, audio_threads, needs_audio, syncnet)
     stage = _VideoStage(cfg, bounds, max(1, cores // n_workers))
     results: dict[int, dict[int, list[dict[str, Any]]]] = defaultdict(dict)
     failed: set[int] = set()

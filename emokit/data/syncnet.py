@@ -18,6 +18,7 @@ or a Hugging Face hub id holding those two files. Never falls back to random wei
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,8 +31,15 @@ from torch import nn
 SYNC_FPS = 25  # SyncNet's video rate; 4 MFCC frames (100 Hz) per video frame
 MFCC_RATE = 100
 MAX_LAG = 15
+# Sync-C below this: the audio is taken not to belong to the lips (no_lipsync, no offset stored).
+# Open lip-sync data pipelines drop clips under a SyncNet confidence of about 3.
+SYNCNET_MIN_CONFIDENCE = 3.0
 
 __all__ = [
+    "at_sync_fps",
+    "clip_sync",
+    "mouth_squares",
+    "square_crops",
     "SyncNet",
     "SyncNetConfig",
     "SyncNetError",
@@ -191,6 +199,61 @@ def score_embeddings(v: np.ndarray, a: np.ndarray, max_lag: int = MAX_LAG) -> Sy
     d = np.array(curve)
     k = int(np.argmin(d))
     return SyncScore(k - max_lag, float(np.median(d) - d[k]), float(d[k]), curve)
+
+
+def at_sync_fps(n: int, fps: float) -> np.ndarray:
+    """Indices into ``n`` frames at ``fps`` that a 25 FPS sample-and-hold shows (SyncNet's rate)."""
+    k = np.arange(int(n * SYNC_FPS / fps))
+    return np.minimum(np.floor(k * fps / SYNC_FPS + 1e-6).astype(np.int64), n - 1)
+
+
+def square_crops(frames: np.ndarray, squares: np.ndarray, size: int) -> np.ndarray:
+    """Crops [F, size, size, 3] of squares [F, 3] (x0, y0, side; may leave the frame: edge
+    pixels repeat) out of frames [F, H, W, 3]."""
+    import cv2
+
+    out = np.empty((len(frames), size, size, 3), np.uint8)
+    dst = np.float32([[0, 0], [size, 0], [0, size]])
+    for i, (f, (x, y, s)) in enumerate(zip(frames, squares)):
+        m = cv2.getAffineTransform(np.float32([[x, y], [x + s, y], [x, y + s]]), dst)
+        out[i] = cv2.warpAffine(f, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
+def mouth_squares(boxes: np.ndarray) -> np.ndarray:
+    """The mouth region SyncNet reads, per face box [F, 4] (x0, y0, x1, y1): the square of the box's
+    width over its lower half → [F, 3] (x0, y0, side)."""
+    b = np.asarray(boxes, np.float64)
+    side = b[:, 2] - b[:, 0]
+    cy = (b[:, 1] + b[:, 3]) / 2 * 0.5 + b[:, 3] * 0.5  # middle of the lower half
+    return np.stack([b[:, 0], cy - side / 2, side], axis=1)
+
+
+def clip_sync(
+    net: SyncNet, mp4: bytes, face_boxes: np.ndarray, audio: np.ndarray, fps: float, sr: int = 16000
+):
+    """`emokit label --syncnet`: the sync label of one labelled clip (its crop mp4, per-frame face
+    boxes in crop pixels, its 16 kHz audio) → AVSync with the offset in ``fps`` frames."""
+    import av
+
+    from emokit.data.avsync import OFFSET_FLAG_FRAMES, AVSync
+
+    with av.open(io.BytesIO(mp4)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    idx = at_sync_fps(len(frames), fps)
+    mouths = square_crops(frames[idx], mouth_squares(np.asarray(face_boxes)[idx]), net.config.size)
+    try:
+        s = sync_score(net, mouths, audio, sr)
+    except SyncNetError:
+        return AVSync(None, None, "syncnet")  # too short for a ±15-frame search
+    offset = round(s.offset_frames * fps / SYNC_FPS)
+    flags: list[str] = []
+    if s.confidence < SYNCNET_MIN_CONFIDENCE:
+        flags.append("no_lipsync")
+        offset = None
+    elif abs(offset) > OFFSET_FLAG_FRAMES:
+        flags.append("av_offset")
+    return AVSync(offset, s.confidence, "syncnet", tuple(flags), round(s.offset_frames * fps / SYNC_FPS))
 
 
 def save_syncnet(net: SyncNet, path: str | Path) -> Path:

@@ -127,25 +127,25 @@ def _audio(path: Path | None, start: float, end: float, what: str) -> np.ndarray
 
 
 def face_crops(frames: np.ndarray, marks: list[np.ndarray | None], size: int, lower: bool) -> np.ndarray:
-    """Square crops [F, size, size, 3] around each frame's face-mesh box (``lower``: its lower
-    half, the mouth region SyncNet reads); a frame without landmarks reuses the last box."""
-    out = np.zeros((len(frames), size, size, 3), np.uint8)
-    box = None
-    for i, (f, pts) in enumerate(zip(frames, marks)):
+    """Square crops [F, size, size, 3] around each frame's face-mesh box (``lower``: the mouth
+    region SyncNet reads, see emokit.data.syncnet.mouth_squares); a frame without landmarks
+    reuses the last box (frames before the first face are crops of the frame's top-left)."""
+    from emokit.data.syncnet import mouth_squares, square_crops
+
+    boxes = np.zeros((len(frames), 4))
+    last = np.array([0.0, 0.0, float(size), float(size)])
+    for i, pts in enumerate(marks):
         if pts is not None:
-            x0, y0 = pts.min(0)
-            x1, y1 = pts.max(0)
-            side = x1 - x0 if lower else max(x1 - x0, y1 - y0)
-            cx, cy = (x0 + x1) / 2, ((y0 + y1) / 2 + y1) / 2 if lower else (y0 + y1) / 2
-            box = (cx - side / 2, cy - side / 2, side)
-        if box is None:
-            continue
-        x, y, s = box
-        m = cv2.getAffineTransform(
-            np.float32([[x, y], [x + s, y], [x, y + s]]), np.float32([[0, 0], [size, 0], [0, size]])
+            last = np.concatenate([pts.min(0), pts.max(0)])
+        boxes[i] = last
+    if lower:
+        squares = mouth_squares(boxes)
+    else:
+        side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        squares = np.stack(
+            [(boxes[:, 0] + boxes[:, 2] - side) / 2, (boxes[:, 1] + boxes[:, 3] - side) / 2, side], 1
         )
-        out[i] = cv2.warpAffine(f, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-    return out
+    return square_crops(frames, squares, size)
 
 
 def evaluate(

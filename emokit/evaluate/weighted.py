@@ -25,14 +25,6 @@ from emokit.evaluate.features import (
 __all__ = ["weighted_metrics"]
 
 
-def _at_25fps(n30: int, fps: int) -> np.ndarray:
-    """Indices into ``fps`` frames that a 25 FPS sample-and-hold shows (SyncNet's rate)."""
-    from emokit.data.syncnet import SYNC_FPS
-
-    k = np.arange(int(n30 * SYNC_FPS / fps))
-    return np.minimum(np.floor(k * fps / SYNC_FPS + 1e-6).astype(np.int64), n30 - 1)
-
-
 def weighted_metrics(
     report, nets: dict, gen, ref, g_marks, r_marks, speech, gen_path: Path, g0: float, n: int
 ) -> None:
@@ -40,13 +32,13 @@ def weighted_metrics(
     from emokit.evaluate.report import face_crops
 
     if "syncnet" in nets:
-        from emokit.data.syncnet import SyncNetError, sync_score
+        from emokit.data.syncnet import SyncNetError, at_sync_fps, sync_score
 
         net = nets["syncnet"]
         if speech is None:
             report.notes.append("Sync-C/D: no audio to score")
         else:
-            idx = _at_25fps(n, report.fps)
+            idx = at_sync_fps(n, report.fps)
             mouths = face_crops(gen[idx], [g_marks[i] for i in idx], net.config.size, lower=True)
             try:
                 s = sync_score(net, mouths, speech)
