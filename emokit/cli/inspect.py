@@ -24,7 +24,7 @@ def inspect_command(
 
     try:
         r = inspect_dataset(dataset, out)
-    except (FileNotFoundError, ValueError) as e:
+    except (ValueError, OSError) as e:
         fail(str(e), code=2)
     typer.echo(f"{'clip':<12} {'status':<8} {'secs':>5} {'faces':>5} {'vel':>5}  flags / reason")
     for c in r.clips:

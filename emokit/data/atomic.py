@@ -15,18 +15,33 @@ TMP_SUFFIX = ".tmp"
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``final``; rename it over ``final`` only if the block succeeds."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent)
+    with naming(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, final)
+        with naming(final):  # disk full, read-only, ... while writing: the error names the file
+            yield tmp_path
+            with open(tmp_path, "rb") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp_path, 0o666 & ~_umask())
+            os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Re-raise an OSError without a file name (pyarrow's, a full disk's) as one naming ``path``,
+    so the user sees which output failed in one line instead of a traceback."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None and not str(e.filename).endswith(TMP_SUFFIX):
+            raise
+        reason = e.strerror or " ".join(str(e).split()) or type(e).__name__
+        raise OSError(e.errno, f"cannot write: {reason}", str(path)) from None
 
 
 def _umask() -> int:
