@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,7 +18,9 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     final = Path(final)
     with naming(final):
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent)
+        remove_dead_temps(final)
+        prefix = f".{final.name}.{os.getpid()}."  # the writer's pid: a rerun can tell a dead one's
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=TMP_SUFFIX, dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -48,6 +51,28 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def remove_dead_temps(final: Path) -> int:
+    """Delete the temps of ``final`` whose writer process is gone (a killed generate left a
+    hidden partial mp4 next to its output); a live writer's temp is left alone. Returns how many."""
+    n = 0
+    for p in final.parent.glob(f".{glob.escape(final.name)}.*{TMP_SUFFIX}"):
+        pid = p.name[len(final.name) + 2 :].split(".", 1)[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def remove_stale_temps(folder: str | Path) -> int:
