@@ -95,6 +95,10 @@ def ingest_source(path: Path, cfg: IngestConfig) -> list[dict[str, Any]]:
         scan = scan_scenes(info, cfg)
     except ProbeError as e:
         return [_rejected(path, sha, size, str(e))]
+    if info.video_streams > 1:
+        log.warning(
+            "%s: %d video streams; using stream %d (the first)", path, info.video_streams, info.video_stream
+        )
     windows = clip_windows(scan.frame_times, scan.end_s, scan.cuts, cfg.min_clip_s, cfg.max_clip_s)
     if not windows:
         longest = max(
@@ -244,7 +248,7 @@ def ingest(
             {r["source_path"] for r in read_table(summary.manifest).to_pylist()} - set(new_rows)
         )
     summary.kept = len(set(old_rows) - set(new_rows))
-    manifest_rows = merge_sources(old_rows, new_rows)
+    manifest_rows = reject_duplicates(merge_sources(old_rows, new_rows))
     write_table(
         manifest_rows,
         MANIFEST_SCHEMA,
@@ -270,6 +274,26 @@ def _read_cache(entry: Path) -> list[dict[str, Any]] | None:
     except ValueError as e:  # CorruptFileError, or another schema version
         log.warning("%s; ingesting that source again", e)
         return None
+
+
+def reject_duplicates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A source whose content (SHA-256) an earlier source already has becomes one rejected row
+    ``duplicate of PATH`` (with a warning): identical files would share clip ids and train twice."""
+    first: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    done: set[str] = set()
+    for row in rows:
+        src, sha = row["source_path"], row["source_sha256"]
+        if row["status"] != OK or sha is None:
+            out.append(row)
+        elif first.setdefault(sha, src) == src:
+            out.append(row)
+        elif src not in done:
+            done.add(src)
+            log.warning("%s: same content as %s; rejected as a duplicate", src, first[sha])
+            dup = _rejected(Path(src), sha, row["source_bytes"], f"duplicate of {first[sha]}")
+            out.append({**dup, "clip_id": clip_id(f"{sha}:{src}", -1, -1)})
+    return out
 
 
 def _existing_rows(manifest: Path) -> dict[str, list[dict[str, Any]]]:
