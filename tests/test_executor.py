@@ -120,6 +120,7 @@ def test_ray_engine_gives_the_local_shards(videos, tmp_path):
         }
 
 
+@pytest.mark.slow  # starting Ray alone takes 10-30 s
 def test_ray_crashed_worker_costs_only_its_sample_and_tasks_are_bounded():
     """A Ray worker killed mid-run (SIGKILL, as a native crash) is retried alone, then reported;
     the run goes on. Samples are pulled only as task slots free up (2 x workers in flight)."""

@@ -30,8 +30,23 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
                 os.fsync(f.fileno())
             os.chmod(tmp_path, 0o666 & ~_umask())
             os.replace(tmp_path, final)
+            fsync_dir(final.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries: after a power cut the rename is there, not only the data."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible on this platform (Windows): the rename is all there is
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

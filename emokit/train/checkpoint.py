@@ -32,6 +32,7 @@ from diffusers import DDPMScheduler
 from safetensors.torch import load_file, save_file
 
 # CheckpointError: one error type for every unusable checkpoint
+from emokit.data.atomic import fsync_dir
 from emokit.models import CheckpointError, EMOConfig, EMOModel, read_config
 from emokit.train.noise import SCHEDULER_DIR
 
@@ -100,6 +101,7 @@ def write_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, dest)
+    fsync_dir(dest.parent)
     return dest
 
 
