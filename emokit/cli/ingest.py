@@ -50,7 +50,7 @@ def ingest_command(
     cfg = recipe.ingest if detector is None else dataclasses.replace(recipe.ingest, detector=detector)
     try:
         s = ingest(inputs, out, cfg, workers=workers, engine=engine, progress=not quiet, replace=replace)
-    except (InputError, ValueError, RuntimeError) as e:
+    except (InputError, ValueError, RuntimeError, OSError) as e:
         fail(str(e), code=2)
     if s.replaced:
         typer.echo(f"--replace: {s.replaced} source(s) of the previous manifest dropped")

@@ -25,7 +25,7 @@ def inspect_command(
 
     try:
         r = inspect_dataset(dataset, out)
-    except (FileNotFoundError, ValueError) as e:
+    except (ValueError, OSError) as e:
         fail(str(e), code=2)
     for line in clip_table(r.clips):
         typer.echo(line)

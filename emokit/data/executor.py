@@ -151,21 +151,38 @@ def _alone(fn: Callable[[S], R], sample: S, ctx) -> R | Failed:
 
 
 def run_ray(fn: Callable[[S], R], samples: Iterable[S], workers: int | None = None) -> Iterator[Done[S, R]]:
-    """Same contract as :func:`run_local`, on a Ray cluster (``ray.init()`` joins one if configured)."""
+    """Same contract as :func:`run_local`, on a Ray cluster (``ray.init()`` joins one if configured).
+
+    Like the local pool: at most ``2 × workers`` tasks in flight (``workers`` default: the
+    cluster's CPUs), samples pulled from ``samples`` only as slots free up, and a task whose worker
+    process dies is retried once on its own (Ray's ``max_retries``) before it becomes a ``Failed``;
+    the run goes on.
+    """
     try:
         import ray
+        from ray.exceptions import WorkerCrashedError
     except ImportError:
         raise RuntimeError("--engine ray needs Ray: pip install 'emokit[ray]'") from None
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(_call)
-    items = list(enumerate(samples))
-    refs = {remote.remote(fn, s): (i, s) for i, s in items}
-    while refs:
+    workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    remote = ray.remote(max_retries=1)(_call)
+    todo = iter(enumerate(samples))
+    refs: dict[Any, tuple[int, S]] = {}
+    fn_ref = ray.put(fn)  # shipped once, not once per task
+    while True:
+        while len(refs) < 2 * workers and (nxt := next(todo, None)) is not None:
+            refs[remote.remote(fn_ref, nxt[1])] = nxt
+        if not refs:
+            return
         ready, _ = ray.wait(list(refs), num_returns=1)
         for ref in ready:
             i, s = refs.pop(ref)
-            yield Done(i, s, ray.get(ref))
+            try:
+                result = ray.get(ref)
+            except WorkerCrashedError:
+                result = Failed("the worker process died on this sample (native crash or out of memory)")
+            yield Done(i, s, result)
 
 
 ENGINES = {"local": run_local, "ray": run_ray}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ from emokit.data.probe import ProbeError, file_sha256, probe
 from emokit.data.scenes import DETECTORS, scan_scenes
 from emokit.data.schema import MANIFEST_SCHEMA, OK, REJECTED, read_table, write_table
 from emokit.data.windows import clip_windows
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv"}
 MANIFEST = "manifest.parquet"
@@ -52,6 +56,11 @@ def find_videos(inputs: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
+def display_path(path: Path) -> str:
+    """``path`` as valid UTF-8: undecodable bytes of a file name become ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def clip_id(source_sha256: str, start_frame: int, end_frame: int) -> str:
     """Stable id: the same content and window give the same id on any machine or path."""
     return hashlib.sha256(f"{source_sha256}:{start_frame}:{end_frame}".encode()).hexdigest()[:20]
@@ -60,10 +69,10 @@ def clip_id(source_sha256: str, start_frame: int, end_frame: int) -> str:
 def _rejected(path: Path, sha: str | None, size: int | None, reason: str) -> dict[str, Any]:
     row = dict.fromkeys(MANIFEST_SCHEMA.names)
     row.update(
-        clip_id=clip_id(sha or str(path), -1, -1),
+        clip_id=clip_id(sha or display_path(path), -1, -1),
         status=REJECTED,
         reason=reason,
-        source_path=str(path),
+        source_path=display_path(path),
         source_sha256=sha,
         source_bytes=size,
     )
@@ -72,6 +81,10 @@ def _rejected(path: Path, sha: str | None, size: int | None, reason: str) -> dic
 
 def ingest_source(path: Path, cfg: IngestConfig) -> list[dict[str, Any]]:
     """Manifest rows of one video: its clip windows, or one rejected row saying why."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # Parquet strings are UTF-8: keep the name's bytes, escaped
+        return [_rejected(path, None, None, "file name is not valid UTF-8")]
     try:
         size = path.stat().st_size
         sha = file_sha256(path)
@@ -82,6 +95,10 @@ def ingest_source(path: Path, cfg: IngestConfig) -> list[dict[str, Any]]:
         scan = scan_scenes(info, cfg)
     except ProbeError as e:
         return [_rejected(path, sha, size, str(e))]
+    if info.video_streams > 1:
+        log.warning(
+            "%s: %d video streams; using stream %d (the first)", path, info.video_streams, info.video_stream
+        )
     windows = clip_windows(scan.frame_times, scan.end_s, scan.cuts, cfg.min_clip_s, cfg.max_clip_s)
     if not windows:
         longest = max(
@@ -207,8 +224,9 @@ def ingest(
     todo: list[Path] = []
     for src in sources:
         entry = cache / f"{_cache_key(src, cfg)}.parquet"
-        if entry.exists():
-            rows_by_source[src] = read_table(entry).to_pylist()
+        cached = _read_cache(entry)
+        if cached is not None:
+            rows_by_source[src] = cached
             summary.cached += 1
         else:
             todo.append(src)
@@ -223,14 +241,14 @@ def ingest(
         rows_by_source[src] = rows
         bar.update()
     bar.close()
-    new_rows = {str(src): rows_by_source[src] for src in sources}
+    new_rows = {rows_by_source[src][0]["source_path"]: rows_by_source[src] for src in sources}
     old_rows = {} if replace else _existing_rows(summary.manifest)
     if replace and summary.manifest.exists():
         summary.replaced = len(
             {r["source_path"] for r in read_table(summary.manifest).to_pylist()} - set(new_rows)
         )
     summary.kept = len(set(old_rows) - set(new_rows))
-    manifest_rows = merge_sources(old_rows, new_rows)
+    manifest_rows = reject_duplicates(merge_sources(old_rows, new_rows))
     write_table(
         manifest_rows,
         MANIFEST_SCHEMA,
@@ -245,6 +263,37 @@ def ingest(
         else:
             summary.rejected[row["source_path"]] = row["reason"]
     return summary
+
+
+def _read_cache(entry: Path) -> list[dict[str, Any]] | None:
+    """A source's cached rows; None when absent or damaged (a warning names it; it is redone)."""
+    if not entry.exists():
+        return None
+    try:
+        return read_table(entry).to_pylist()
+    except ValueError as e:  # CorruptFileError, or another schema version
+        log.warning("%s; ingesting that source again", e)
+        return None
+
+
+def reject_duplicates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A source whose content (SHA-256) an earlier source already has becomes one rejected row
+    ``duplicate of PATH`` (with a warning): identical files would share clip ids and train twice."""
+    first: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    done: set[str] = set()
+    for row in rows:
+        src, sha = row["source_path"], row["source_sha256"]
+        if row["status"] != OK or sha is None:
+            out.append(row)
+        elif first.setdefault(sha, src) == src:
+            out.append(row)
+        elif src not in done:
+            done.add(src)
+            log.warning("%s: same content as %s; rejected as a duplicate", src, first[sha])
+            dup = _rejected(Path(src), sha, row["source_bytes"], f"duplicate of {first[sha]}")
+            out.append({**dup, "clip_id": clip_id(f"{sha}:{src}", -1, -1)})
+    return out
 
 
 def _existing_rows(manifest: Path) -> dict[str, list[dict[str, Any]]]:

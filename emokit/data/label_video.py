@@ -38,6 +38,7 @@ from emokit.data.mouth import mouth_opening
 from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity
 from emokit.data.quality import HandsDetector, caption_score
 from emokit.data.schema import OK, REJECTED, SHARD_SCHEMA
+from emokit.data.source_flags import source_flags
 from emokit.data.track import NO_FACE, face_missing, track_main_face
 from emokit.data.windows import frame_windows
 
@@ -267,13 +268,13 @@ def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, thr
         [whole] if not split else [_make_part(frames, boxes, a, b, cfg, audio, threads) for a, b in pieces]
     )
     rows = [
-        _part_row(window, cfg, track, part, k, split, captions, audio is not None, audio_reason)
+        _part_row(window, cfg, track, part, k, split, captions, audio is not None, audio_reason, audio)
         for k, part in enumerate(parts)
     ]
     return WindowLabels(rows, len(frames), [p.start for p in parts], audio)
 
 
-def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, audio_reason):
+def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, audio_reason, audio=None):
     fps = cfg.fps
     n = part.end - part.start
     start_s = window["start_s"] + part.start / fps
@@ -328,5 +329,7 @@ def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, au
     sync = mouth_audio_sync(part.mouth, part.audio, fps, AUDIO_SR)
     row.update(sync.row())
     flags.extend(sync.flags)
+
+    flags += source_flags(part.crop_box, cfg.size, audio, (part.start / fps, part.end / fps), AUDIO_SR)
     row["flags"] = sorted(set(flags))
     return row

@@ -8,6 +8,7 @@ kernel drops it when its holder dies, so a killed run never leaves a stale lock 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import os
@@ -62,6 +63,8 @@ def locks_dataset(arg: str = "dataset", create: bool = False) -> Callable[[F], F
         def locked(*args: Any, **kwargs: Any) -> Any:
             dataset = Path(sig.bind(*args, **kwargs).arguments[arg])
             if create:
+                if dataset.exists() and not dataset.is_dir():
+                    raise NotADirectoryError(errno.ENOTDIR, "the dataset path is not a folder", str(dataset))
                 dataset.mkdir(parents=True, exist_ok=True)
             if not dataset.is_dir():
                 return fn(*args, **kwargs)

@@ -32,6 +32,7 @@ from diffusers import DDPMScheduler
 from safetensors.torch import save_file
 
 # CheckpointError: one error type for every unusable checkpoint
+from emokit.data.atomic import fsync_dir
 from emokit.models import CheckpointError, EMOConfig, EMOModel, read_config
 from emokit.models.pretrained import load_tensors
 from emokit.train.noise import SCHEDULER_DIR
@@ -101,6 +102,7 @@ def write_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, dest)
+    fsync_dir(dest.parent)
     return dest
 
 
