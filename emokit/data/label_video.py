@@ -35,7 +35,7 @@ from emokit.data.frames import WindowFrames
 from emokit.data.ingest import clip_id
 from emokit.data.jumpcuts import find_jump_cuts
 from emokit.data.mouth import mouth_opening
-from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity
+from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity, smooth_poses
 from emokit.data.quality import HandsDetector, caption_score
 from emokit.data.schema import OK, REJECTED, SHARD_SCHEMA
 from emokit.data.source_flags import source_flags
@@ -95,7 +95,8 @@ class _Part:
     start: int  # frame indices into the window's 30 FPS frames, end exclusive
     end: int
     crop_box: tuple[int, int, int, int]
-    poses: np.ndarray
+    poses: np.ndarray  # [n, 6] smoothed over distinct frames (what the shard stores)
+    raw_poses: np.ndarray  # [n, 6] per-frame fits, missing frames interpolated (for jump cuts)
     pose_found: np.ndarray
     mp4: bytes
     hands_frac: float
@@ -119,6 +120,8 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
     buf = io.BytesIO()
     poses = []
     mouth = []
+    holds = []  # frame shows the same face-mesh landmarks as the previous one (a held image)
+    prev = None
     with (
         HeadPoseEstimator() as est,
         HandsDetector(every=HANDS_EVERY) as hands,
@@ -135,16 +138,22 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
         for i in range(start, end):
             crop = frames.crop(i, crop_box, cfg.size)
             poses.append(est(crop))
-            mouth.append(mouth_opening(est.last_landmarks) if poses[-1] is not None else np.nan)
+            mouth.append(mouth_opening(est.landmarks) if est.landmarks is not None else np.nan)
+            holds.append(
+                prev is not None and est.landmarks is not None and np.array_equal(est.landmarks, prev)
+            )
+            prev = est.landmarks
             hands.add(crop)
             mp4.write(crop)
-    poses_arr, found = fill_missing(poses)
+    raw, found = fill_missing(poses)
+    smooth = smooth_poses(raw, np.array(holds))
     padded = padded_fraction(crop_box, frames.size)
     return _Part(
         start,
         end,
         crop_box,
-        poses_arr,
+        smooth,
+        raw,
         found,
         buf.getvalue(),
         hands.fraction,
@@ -259,7 +268,7 @@ def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, thr
     # The whole window is cropped, posed and encoded in one pass; a window that jump cuts split
     # (rare) is done again per piece, each with its own crop box.
     whole = _make_part(frames, boxes, 0, len(frames), cfg, audio, threads)
-    cuts = find_jump_cuts(boxes, whole.poses[:, :3], cfg.jump_box_frac, cfg.jump_rotation_deg)
+    cuts = find_jump_cuts(boxes, whole.raw_poses[:, :3], cfg.jump_box_frac, cfg.jump_rotation_deg)
     pieces = frame_windows(len(frames), fps, cuts, *bounds)
     if not pieces:
         return _rejected(window, f"jump cuts at frames {cuts} leave no piece of {bounds[0]:g} s or more")

@@ -82,8 +82,10 @@ SHARD_SCHEMA = pa.schema(
         ("face_boxes", pa.list_(_F4)),  # per frame, crop pixels x0, y0, x1, y1
         ("face_detected", pa.list_(pa.bool_())),  # per frame; false where interpolated
         ("face_mask_box", _F4),  # union of face_boxes (EMO's face-region mask)
-        ("pose", pa.list_(_F6)),  # per frame yaw, pitch, roll (deg), tx, ty, tz (model units)
-        ("velocity", pa.list_(pa.float32())),  # per frame, deg/frame, angle of relative rotation
+        # per frame yaw, pitch, roll (deg), tx, ty, tz (model units ≈ cm); smoothed over distinct
+        # frames (emokit.data.pose.smooth_poses), held frames repeat their original's pose
+        ("pose", pa.list_(_F6)),
+        ("velocity", pa.list_(pa.float32())),  # per frame, deg per 30 FPS frame: angle of R_{t-1}^T R_t
         ("velocity_axes", pa.list_(_F3)),  # per frame signed yaw, pitch, roll rates, deg/frame
         ("audio_model", pa.string()),
         ("audio_shape", pa.list_(pa.int32())),  # (frames, layers, dim)
