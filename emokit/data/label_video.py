@@ -87,6 +87,7 @@ class _Part:
     poses: np.ndarray  # [n, 6] smoothed over distinct frames (what the shard stores)
     raw_poses: np.ndarray  # [n, 6] per-frame fits, missing frames interpolated (for jump cuts)
     pose_found: np.ndarray
+    source: np.ndarray  # [n] decode-order index of the source frame each frame shows, from 0
     mp4: bytes
     hands_frac: float
 
@@ -131,7 +132,8 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
             mp4.write(crop)
     raw, found = fill_missing(poses)
     smooth = smooth_poses(raw, np.array(holds))
-    return _Part(start, end, crop_box, smooth, raw, found, buf.getvalue(), hands.fraction)
+    source = np.asarray(frames.source_index[start:end], dtype=np.int64)
+    return _Part(start, end, crop_box, smooth, raw, found, source, buf.getvalue(), hands.fraction)
 
 
 @dataclass
@@ -160,13 +162,21 @@ def _decode_and_detect(
     captions: list[np.ndarray] = []
     gap = 0
     seen = False
+    source_index: list[int] = []
     source = read_video_frames(
-        window["source_path"], window["start_s"], window["end_s"], cfg.fps, window["video_stream"], threads
+        window["source_path"],
+        window["start_s"],
+        window["end_s"],
+        cfg.fps,
+        window["video_stream"],
+        threads,
+        source_index,
     )
     with FaceDetector(cfg.min_face_confidence, cfg.detect_width) as detector:
         for i, frame in enumerate(source):
             if frames is None:
                 frames = WindowFrames(frame, n)
+                frames.source_index = source_index
                 k = frames.width / min(frames.width, cfg.detect_width)
             frames.add(frame)
             if i in caption_at:
@@ -294,6 +304,8 @@ def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, au
         hands_frac=float(hands_frac),
         caption_score=float(captions),
         gap_frames=int((~detected).sum()),
+        # the window's first frame is the manifest's start_frame (a direct call without it: 0)
+        source_frame=(int(window.get("start_frame") or 0) + part.source).astype(np.int32).tolist(),
     )
     if track.max_faces > 1 or counts.max(initial=0) > 1:
         flags.append("multi_face")

@@ -97,6 +97,10 @@ SHARD_SCHEMA = pa.schema(
         ("gap_frames", pa.int32()),  # frames whose face box was interpolated
         ("jump_cut_split", pa.bool_()),
         ("flags", pa.list_(pa.string())),  # e.g. multi_face, small_face, hands, captions, no_audio
+        # --- source frames (issue 12 item 6) ---
+        # per frame, decode-order index in the source video of the frame it shows (sample-and-hold
+        # to 30 FPS): equal neighbours = a held frame of a slower source, a step of 2 = a skipped one
+        ("source_frame", pa.list_(pa.int32())),
     ]
 )
 
