@@ -28,6 +28,7 @@ from emokit.data.jumpcuts import find_jump_cuts
 from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity, smooth_poses
 from emokit.data.quality import HandsDetector, caption_score
 from emokit.data.schema import OK, REJECTED, SHARD_SCHEMA
+from emokit.data.stillness import STATIC_FRAC, HeldFrames
 from emokit.data.track import NO_FACE, face_missing, track_main_face
 from emokit.data.windows import frame_windows
 
@@ -90,6 +91,7 @@ class _Part:
     source: np.ndarray  # [n] decode-order index of the source frame each frame shows, from 0
     mp4: bytes
     hands_frac: float
+    held_frac: float
 
 
 class _NotKept(Exception):
@@ -108,6 +110,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
     poses = []
     holds = []  # frame shows the same face-mesh landmarks as the previous one (a held image)
     prev = None
+    still = HeldFrames()
     with (
         HeadPoseEstimator() as est,
         HandsDetector(every=HANDS_EVERY) as hands,
@@ -128,12 +131,15 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
                 prev is not None and est.landmarks is not None and np.array_equal(est.landmarks, prev)
             )
             prev = est.landmarks
+            still.add(crop, frames.source_index[i])
             hands.add(crop)
             mp4.write(crop)
     raw, found = fill_missing(poses)
     smooth = smooth_poses(raw, np.array(holds))
     source = np.asarray(frames.source_index[start:end], dtype=np.int64)
-    return _Part(start, end, crop_box, smooth, raw, found, source, buf.getvalue(), hands.fraction)
+    return _Part(
+        start, end, crop_box, smooth, raw, found, source, buf.getvalue(), hands.fraction, still.fraction
+    )
 
 
 @dataclass
@@ -306,6 +312,7 @@ def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, au
         gap_frames=int((~detected).sum()),
         # the window's first frame is the manifest's start_frame (a direct call without it: 0)
         source_frame=(int(window.get("start_frame") or 0) + part.source).astype(np.int32).tolist(),
+        held_frac=float(part.held_frac),
     )
     if track.max_faces > 1 or counts.max(initial=0) > 1:
         flags.append("multi_face")
@@ -315,5 +322,7 @@ def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, au
         flags.append("captions")
     if not part.pose_found.all():
         flags.append("pose_gaps")
+    if part.held_frac >= STATIC_FRAC:
+        flags.append("static")
     row["flags"] = sorted(set(flags))
     return row

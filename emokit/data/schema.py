@@ -101,6 +101,10 @@ SHARD_SCHEMA = pa.schema(
         # per frame, decode-order index in the source video of the frame it shows (sample-and-hold
         # to 30 FPS): equal neighbours = a held frame of a slower source, a step of 2 = a skipped one
         ("source_frame", pa.list_(pa.int32())),
+        # --- still clips (issue 12 item 3) ---
+        # fraction of the clip's source frames whose face crop does not change from the previous
+        # source frame (emokit.data.stillness; sample-and-hold repeats skipped); flag "static"
+        ("held_frac", pa.float32()),
     ]
 )
 
