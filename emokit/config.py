@@ -60,7 +60,7 @@ class TrainConfig:
     cond_dropout: float = 0.05
     ema_decay: float = 0.9999
     seed: int = 0
-    drop_flags: tuple[str, ...] = ("multi_face", "captions")
+    drop_flags: tuple[str, ...] = ("multi_face", "captions", "static")
     weight_decay: float = 0.01  # AdamW
     grad_clip: float = 1.0  # max grad norm; 0 disables
     gradient_checkpointing: bool = True  # on CUDA only (CPU runs are tiny)

@@ -10,7 +10,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from emokit.data.decode import VideoError, frame_times, read_frames
+from emokit.data.decode import VideoError, frame_times, read_frames, read_video_frames
 
 
 def _all_frames(path: Path, stream_index: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -102,6 +102,24 @@ def test_25fps_to_30fps_repeats_every_fifth_frame(videos: Path) -> None:
     np.testing.assert_array_equal(idx, 50 + np.floor(np.arange(60) * 25 / 30 + 1e-9).astype(int))
     for k in (0, 5, 6, 59):
         np.testing.assert_array_equal(out[k], ref[idx[k]])
+
+
+def test_source_index_gives_the_hold_pattern_of_a_25fps_source(videos: Path) -> None:
+    """Each 30 FPS frame names the 25 fps source frame it shows: floor(k·25/30), from the window's
+    first frame on (the 1.0 s window starts on source frame 25, which is its index 0)."""
+    for start in (0.0, 1.0):
+        index: list[int] = []
+        frames = list(
+            read_video_frames(videos / "speaker_c_25fps_512.mp4", start, start + 2.0, 30, None, 1, index)
+        )
+        assert index == [(k * 25) // 30 for k in range(60)]
+        # equal indices are the same decoded frame object: exactly the held frames
+        assert [frames[k] is frames[k - 1] for k in range(1, 60)] == [
+            a == b for a, b in zip(index[1:], index)
+        ]
+    index = []
+    list(read_video_frames(videos / "talking_no_audio_30fps_720x1280.mp4", 0.5, 1.5, 30, None, 1, index))
+    assert index == list(range(30))  # a 30 fps source has no holds
 
 
 def test_audio_as_stream_zero(videos: Path) -> None:

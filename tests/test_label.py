@@ -92,6 +92,20 @@ def test_clips_are_30fps_with_one_token_per_frame(labelled):
             assert "no_audio" in r["flags"] and r["audio_embeddings"] is None
 
 
+def test_source_frame_shows_the_holds_of_a_25fps_source(labelled):
+    """speaker_d is 25 fps from 0 s: 30 FPS frame k of the video shows source frame floor(k·25/30)."""
+    _, _, rows = labelled
+    ds = [r for r in rows if _name(r) == "speaker_d_25fps_410x412.mp4" and r["status"] == "ok"]
+    assert ds
+    for d in ds:
+        k0 = round(d["start_s"] * 30)
+        assert d["source_frame"] == [(k * 25) // 30 for k in range(k0, k0 + d["num_frames"])]
+    for r in rows:  # a 30 fps source: no holds, no skips
+        if _name(r) == "talking_no_audio_30fps_720x1280.mp4" and r["status"] == "ok":
+            first = r["source_frame"][0]
+            assert r["source_frame"] == list(range(first, first + r["num_frames"]))
+
+
 def test_vfr_source_becomes_exact_30fps(labelled):
     (r,) = [r for r in labelled[2] if _name(r) == "speaker_vfr_700.mp4"]
     assert r["num_frames"] == round(6.10 * 30)

@@ -229,11 +229,15 @@ def read_video_frames(
     fps: float = 30,
     video_stream: int | None = None,
     threads: int | None = None,
+    source_index: list[int] | None = None,
 ) -> Iterator[av.VideoFrame]:
     """:func:`read_frames`' sample-and-hold, yielding the decoder's own frames (no conversion).
 
     ``threads`` caps the decoder's threads (None: FFmpeg's choice, one per core); a process pool
     that already keeps every core busy decodes cheaper with 1 (no frame-threading overhead).
+    ``source_index``, when given, receives for every yielded frame the index of the source frame
+    it shows, counted in decode order from the frame shown first (0): equal neighbours are holds
+    (a 25 fps source at 30 FPS repeats every fifth frame), a step of 2 skips a source frame.
 
     A held frame is yielded again as the same object. Keeping these instead of RGB arrays halves
     the memory of a window (YUV 4:2:0) and lets callers convert only what they use: a small copy
@@ -247,10 +251,12 @@ def read_video_frames(
     except VideoError:
         container.close()
         raise
-    return _sample_and_hold(container, stream, name, start_s, end_s, fps, n, threads)
+    return _sample_and_hold(container, stream, name, start_s, end_s, fps, n, threads, source_index)
 
 
-def _sample_and_hold(container, stream, name, start_s, end_s, fps, n, threads) -> Iterator[av.VideoFrame]:
+def _sample_and_hold(
+    container, stream, name, start_s, end_s, fps, n, threads, source_index=None
+) -> Iterator[av.VideoFrame]:
     with container:
         stream.codec_context.thread_type = "AUTO" if threads != 1 else "NONE"
         if threads:
@@ -260,16 +266,21 @@ def _sample_and_hold(container, stream, name, start_s, end_s, fps, n, threads) -
         held: av.VideoFrame | None = None
         held_t = 0.0
         k = 0
+        decoded = held_i = first_i = -1  # decode-order counters: current, held, shown first
         try:
             for frame, t in _frames_from(container, stream, start_s, name):
+                decoded += 1
                 if held is None:  # the first frame also stands for any earlier output time
-                    held, held_t = frame, t
+                    held, held_t, held_i = frame, t, decoded
                 while k < n and t > start_s + k / fps + PTS_TOLERANCE_S:
+                    if source_index is not None:
+                        first_i = held_i if k == 0 else first_i
+                        source_index.append(held_i - first_i)
                     yield held
                     k += 1
                 if k >= n:
                     return
-                held, held_t = frame, t
+                held, held_t, held_i = frame, t, decoded
             if held is None:
                 raise VideoError(f"{name}: no decodable video frames")
             video_end = _frame_end(held, held_t, tb, default_dt)
@@ -279,6 +290,9 @@ def _sample_and_hold(container, stream, name, start_s, end_s, fps, n, threads) -
                         f"{name}: window {start_s:.3f}-{end_s:.3f} s runs past the end of the "
                         f"video ({video_end:.3f} s)"
                     )
+                if source_index is not None:
+                    first_i = held_i if k == 0 else first_i
+                    source_index.append(held_i - first_i)
                 yield held
                 k += 1
         except av.FFmpegError as e:

@@ -91,6 +91,9 @@ class WindowFrames:
             self.height, self.width = _to_rgb(first, None).shape[:2]
             self._kept: list[av.VideoFrame] = []
         self._slots: list[int] = []  # output frame → stored frame
+        # Output frame → source frame index in decode order (read_video_frames' source_index),
+        # filled by the caller that decodes; label stores it per clip frame.
+        self.source_index: list[int] = []
         self._stored = 0
         self._last: av.VideoFrame | None = None
 

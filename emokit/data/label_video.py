@@ -39,6 +39,7 @@ from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotatio
 from emokit.data.quality import HandsDetector, caption_score
 from emokit.data.schema import OK, REJECTED, SHARD_SCHEMA
 from emokit.data.source_flags import source_flags
+from emokit.data.stillness import STATIC_FRAC, HeldFrames
 from emokit.data.track import NO_FACE, face_missing, track_main_face
 from emokit.data.windows import frame_windows
 
@@ -98,10 +99,12 @@ class _Part:
     poses: np.ndarray  # [n, 6] smoothed over distinct frames (what the shard stores)
     raw_poses: np.ndarray  # [n, 6] per-frame fits, missing frames interpolated (for jump cuts)
     pose_found: np.ndarray
+    source: np.ndarray  # [n] decode-order index of the source frame each frame shows, from 0
     mp4: bytes
     hands_frac: float
     mouth: np.ndarray  # per frame mouth opening (emokit.data.mouth), NaN where no face mesh
     audio: np.ndarray | None  # the part's 16 kHz audio
+    held_frac: float
     padded_frac: float = 0.0  # share of the crop square outside the frame (soft-padded)
 
 
@@ -122,6 +125,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
     mouth = []
     holds = []  # frame shows the same face-mesh landmarks as the previous one (a held image)
     prev = None
+    still = HeldFrames()
     with (
         HeadPoseEstimator() as est,
         HandsDetector(every=HANDS_EVERY) as hands,
@@ -143,11 +147,13 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
                 prev is not None and est.landmarks is not None and np.array_equal(est.landmarks, prev)
             )
             prev = est.landmarks
+            still.add(crop, frames.source_index[i])
             hands.add(crop)
             mp4.write(crop)
     raw, found = fill_missing(poses)
     smooth = smooth_poses(raw, np.array(holds))
     padded = padded_fraction(crop_box, frames.size)
+    source = np.asarray(frames.source_index[start:end], dtype=np.int64)
     return _Part(
         start,
         end,
@@ -155,10 +161,12 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
         smooth,
         raw,
         found,
+        source,
         buf.getvalue(),
         hands.fraction,
         np.array(mouth),
         audio,
+        still.fraction,
         padded_frac=padded,
     )
 
@@ -189,13 +197,21 @@ def _decode_and_detect(
     captions: list[np.ndarray] = []
     gap = 0
     seen = False
+    source_index: list[int] = []
     source = read_video_frames(
-        window["source_path"], window["start_s"], window["end_s"], cfg.fps, window["video_stream"], threads
+        window["source_path"],
+        window["start_s"],
+        window["end_s"],
+        cfg.fps,
+        window["video_stream"],
+        threads,
+        source_index,
     )
     with FaceDetector(cfg.min_face_confidence, cfg.detect_width) as detector:
         for i, frame in enumerate(source):
             if frames is None:
                 frames = WindowFrames(frame, n)
+                frames.source_index = source_index
                 k = frames.width / min(frames.width, cfg.detect_width)
             frames.add(frame)
             if i in caption_at:
@@ -323,6 +339,9 @@ def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, au
         hands_frac=float(hands_frac),
         caption_score=float(captions),
         gap_frames=int((~detected).sum()),
+        # the window's first frame is the manifest's start_frame (a direct call without it: 0)
+        source_frame=(int(window.get("start_frame") or 0) + part.source).astype(np.int32).tolist(),
+        held_frac=float(part.held_frac),
     )
     if track.max_faces > 1 or counts.max(initial=0) > 1:
         flags.append("multi_face")
@@ -340,5 +359,7 @@ def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, au
     flags.extend(sync.flags)
 
     flags += source_flags(part.crop_box, cfg.size, audio, (part.start / fps, part.end / fps), AUDIO_SR)
+    if part.held_frac >= STATIC_FRAC:
+        flags.append("static")
     row["flags"] = sorted(set(flags))
     return row

@@ -104,6 +104,14 @@ SHARD_SCHEMA = pa.schema(
         ("av_offset_frames", pa.int32()),  # audio late positive, 30 FPS frames; null if not reliable
         ("av_sync_confidence", pa.float32()),  # method's confidence; null when nothing to measure
         ("av_method", pa.string()),  # "mouth_motion" or "syncnet"
+        # --- source frames (issue 12 item 6) ---
+        # per frame, decode-order index in the source video of the frame it shows (sample-and-hold
+        # to 30 FPS): equal neighbours = a held frame of a slower source, a step of 2 = a skipped one
+        ("source_frame", pa.list_(pa.int32())),
+        # --- still clips (issue 12 item 3) ---
+        # fraction of the clip's source frames whose face crop does not change from the previous
+        # source frame (emokit.data.stillness; sample-and-hold repeats skipped); flag "static"
+        ("held_frac", pa.float32()),
     ]
 )
 
