@@ -98,7 +98,7 @@ def test_label_rows_carry_the_sync_columns(media):
     )
     stage = _AudioStage(cfg, "cpu", 1, needed=False, syncnet=tiny.eval())
     try:
-        for name, wl in windows.items():
+        for wl in windows.values():
             stage.attach(wl)
             (r,) = wl.rows
             assert r["av_method"] == "syncnet" and np.isfinite(r["av_sync_confidence"])
