@@ -8,9 +8,12 @@ import pytest
 from conftest import read_rgb
 
 from emokit.data.crop import (
+    MIN_CROP_SCALE,
     CropError,
     clip_crop_box,
     crop_square,
+    fit_crop_box,
+    padded_fraction,
     square_crop_box,
     to_crop_coords,
     union_box,
@@ -53,6 +56,10 @@ def test_bad_boxes_raise_one_line_errors():
         crop_square(frame, (0, 0, 10, 20), 8)  # not square
     with pytest.raises(CropError):
         crop_square(frame, (100, 100, 120, 120), 8, pad="edge")  # nothing to replicate
+    with pytest.raises(CropError):
+        crop_square(frame, (100, 100, 120, 120), 8, pad="soft")  # nothing to mirror
+    with pytest.raises(CropError):
+        fit_crop_box((0, 0, 10, 10), (50, 50), scale=1.5, min_scale=0.9)  # margin below the box
 
 
 def test_crop_square_pads_zero_or_edge_where_box_leaves_frame(portraits):
@@ -104,3 +111,77 @@ def test_clip_crop_box_covers_union_of_track():
     cb = clip_crop_box(boxes, 1.5, frame_size=(1000, 1000))
     assert cb[2] - cb[0] == round(1.5 * 150)
     assert cb[0] <= 100 and cb[1] <= 90 and cb[2] >= 250 and cb[3] >= 220
+
+
+def _holds(crop, box, min_scale=MIN_CROP_SCALE) -> bool:
+    """Whether ``crop`` holds the ``min_scale`` square centred on ``box`` (±1 px of rounding)."""
+    side = min_scale * max(box[2] - box[0], box[3] - box[1])
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return (
+        crop[0] <= cx - side / 2 + 1
+        and crop[1] <= cy - side / 2 + 1
+        and crop[2] >= cx + side / 2 - 1
+        and crop[3] >= cy + side / 2 - 1
+    )
+
+
+def test_fit_crop_box_shifts_then_shrinks_then_pads():
+    # room everywhere: the plain ×1.5 square, centred
+    box = (200.0, 150.0, 300.0, 250.0)
+    assert fit_crop_box(box, (640, 480)) == square_crop_box(box, 1.5)
+    # near the top-left corner with room to shift: same side, moved inside, face kept with margin
+    box = (20.0, 30.0, 120.0, 130.0)
+    crop = fit_crop_box(box, (640, 480))
+    assert crop[2] - crop[0] == 150 and crop[:2] == (0, 5) and _holds(crop, box)
+    assert padded_fraction(crop, (640, 480)) == 0.0
+    # frame shorter than the ×1.5 square: shrunk to the frame, still no padding
+    box = (20.0, 20.0, 120.0, 120.0)
+    crop = fit_crop_box(box, (640, 130))
+    assert crop[2] - crop[0] == 130 and crop[1] == 0 and crop[3] == 130 and _holds(crop, box)
+    assert padded_fraction(crop, (640, 130)) == 0.0
+    # the old rule padded here (it never shrinks)
+    assert padded_fraction(square_crop_box(box, 1.5, (640, 130)), (640, 130)) > 0.1
+    # frame shorter than the minimum margin: the smallest square, padded only as far as needed
+    box = (20.0, 10.0, 120.0, 110.0)
+    crop = fit_crop_box(box, (640, 110))
+    side = crop[2] - crop[0]
+    assert side == 115 and _holds(crop, box)
+    rows = min(crop[3], 110) - max(crop[1], 0)  # the frame rows the crop covers
+    assert padded_fraction(crop, (640, 110)) == pytest.approx(1 - rows / side, abs=1e-9)
+    # the margin square spans rows 2.5..117.5: at most 7.5 + 1 px (rounding) padded rows
+    assert rows >= 115 - 8.5
+    # a face 5 px from the edge keeps its margin: 2 px of padding rather than a cut face
+    box = (5.0, 200.0, 105.0, 300.0)
+    crop = fit_crop_box(box, (640, 480))
+    assert crop[0] == -2 and _holds(crop, box)
+    assert 0 < padded_fraction(crop, (640, 480)) < 0.02
+    # a square wider than the frame covers the frame (padding split), never leaves the face
+    box = (10.0, 10.0, 90.0, 190.0)
+    crop = fit_crop_box(box, (100, 200))
+    assert crop[0] < 0 and crop[2] > 100 and _holds(crop, box)
+    # clip_crop_box uses the same rule on the track's union
+    boxes = np.array([[20, 20, 70, 120], [60, 20, 120, 110]], float)
+    assert clip_crop_box(boxes, 1.5, (640, 130)) == fit_crop_box((20, 20, 120, 120), (640, 130))
+
+
+def test_soft_padding_mirrors_and_blurs_instead_of_black(portraits):
+    img = read_rgb(portraits / "partial_face_at_edge.jpg")
+    h, w = img.shape[:2]
+    box = (w - 100, 20, w + 100, 220)  # right half outside the frame, 1:1 output
+    soft = crop_square(img, box, 200, pad="soft").astype(np.float32)
+    real = img[20:220, w - 100 :].astype(np.float32)
+    np.testing.assert_array_equal(soft[:, :100], real)  # the picture itself is untouched
+    pad = soft[:, 100:]
+    # the first padded column continues the picture (mirror, no repeated edge), no step
+    mirror = img[20:220, w - 2].astype(np.float32)
+    assert np.abs(pad[:, 0] - mirror).mean() < 6
+    assert np.abs(pad[:, 0] - real[:, -1]).mean() < 2 * np.abs(np.diff(real, axis=1)).mean() + 2
+    # not black: as bright as the picture it continues
+    assert pad.mean() == pytest.approx(real[:, -100:].mean(), rel=0.25)
+    # far from the edge only blurred colour is left: little fine detail
+    detail = np.abs(np.diff(pad[:, 20:], axis=1)).mean()
+    assert detail < 0.3 * np.abs(np.diff(real, axis=1)).mean()
+    # downscaled output: the same picture, padding at the output size
+    small = crop_square(img, box, 64, pad="soft")
+    ref = cv2.resize(img[20:220, w - 100 :], (32, 64), interpolation=cv2.INTER_AREA)
+    assert np.abs(small[:, :32].astype(int) - ref.astype(int)).max() <= 1

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -127,3 +130,22 @@ def test_bad_input_is_an_encode_error(tmp_path: Path, crops) -> None:
     with pytest.raises(EncodeError, match="mono"):
         Mp4Writer(io.BytesIO(), audio=np.zeros((2, 100), np.float32))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_writers_hidden_temp_is_removed_by_the_next_write(tmp_path):
+    """What a SIGKILL of `emokit generate` leaves (a hidden partial mp4 beside OUT) goes on rerun;
+    the temp of a writer that is still alive stays."""
+    out = tmp_path / "out.mp4"
+    script = (
+        "import os, sys, signal, numpy as np; from emokit.data.encode import Mp4Writer\n"
+        "with Mp4Writer(sys.argv[1], fps=30) as w:\n"
+        "    [w.write(np.zeros((64, 64, 3), np.uint8)) for _ in range(30)]\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(out)], check=False)
+    (stale,) = tmp_path.glob(".out.mp4.*.tmp")
+    live = tmp_path / f".out.mp4.{os.getpid()}.abc.tmp"  # this test process is alive
+    live.write_bytes(b"in flight")
+    with Mp4Writer(out, fps=30) as w:
+        w.write(np.zeros((64, 64, 3), np.uint8))
+    assert out.is_file() and not stale.exists() and live.exists()

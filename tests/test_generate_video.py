@@ -152,6 +152,7 @@ def test_video_as_long_as_the_audio(generator, portraits, audio_dir, tmp_path, n
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]  # no temp files left
 
 
+@pytest.mark.crossrun
 def test_seed_decides_the_frames(generator, portraits, audio_dir, tmp_path):
     speech = Speech.load(short_wav(audio_dir / "speech_en_8s_16k_stereo.wav", 1.0, tmp_path / "a.wav"))
     face = load_portrait(portraits / "man_frontal.jpg", size=SIZE)

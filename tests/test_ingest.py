@@ -28,6 +28,7 @@ def ok_rows(rows):
     return [r for r in rows if r["status"] == "ok"]
 
 
+@pytest.mark.crossrun
 def test_scene_cuts_give_exactly_the_one_long_shot(videos):
     # SOURCES.md: cuts at 1.511, 3.580, 7.884 s (frames 20, 82, 211); only 3.580-7.884 is >= 3 s.
     rows = ok_rows(ingest_source(videos / "scene_cuts_multiface_2997fps.mp4", IngestConfig()))
@@ -167,6 +168,7 @@ def test_manifest_schema_and_version(mixed_dataset):
     assert len(ids) == len(set(ids))
 
 
+@pytest.mark.crossrun
 def test_rerun_is_identical_and_skips_finished_sources(mixed_dataset, tmp_path):
     inputs, out, _, rows = mixed_dataset
     again = ingest(inputs, out, workers=1, progress=False)
@@ -196,6 +198,7 @@ def test_cli_exit_codes(videos, tmp_path):
     assert r.returncode == 2 and "input not found" in r.stderr
 
 
+@pytest.mark.crossrun
 def test_sigkill_midway_then_rerun_matches_clean_run(videos, tmp_path):
     inputs = [
         str(videos / n)

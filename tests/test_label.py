@@ -227,6 +227,7 @@ def test_no_face_slides_rejected_and_run_exits_zero(videos, tiny_w2v, tmp_path):
     assert "no face" in r.stdout  # the summary's table of reasons
 
 
+@pytest.mark.crossrun
 def test_sigkill_then_rerun_gives_same_shards(videos, tiny_w2v, tmp_path):
     names = ["speaker_d_25fps_410x412.mp4", "speaker_vfr_700.mp4", "head_turn_25fps_224.mp4"]
     args = ["--size", "96", "--shard-size", "1", "--audio-model", tiny_w2v, "-q", "--workers", "1"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from emokit.data.schema import MANIFEST_SCHEMA, SCHEMA_VERSION, read_table
 from emokit.demo import manifest_example
@@ -18,6 +19,7 @@ def test_example_manifest_matches_schema():
     assert schema.metadata[b"schema_version"].decode() == SCHEMA_VERSION
 
 
+@pytest.mark.crossrun
 def test_example_manifest_is_in_sync(shared_data, tmp_path):
     fresh = manifest_example(tmp_path / "example.parquet")
     assert read_table(fresh).to_pylist() == read_table(EXAMPLE).to_pylist(), (

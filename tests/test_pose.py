@@ -20,7 +20,9 @@ from emokit.data.pose import (
     euler_to_matrix,
     fill_missing,
     matrix_to_euler,
+    relative_rotation_deg,
     rotation_velocity,
+    smooth_poses,
     solve_pose,
 )
 from emokit.data.track import track_main_face
@@ -147,18 +149,113 @@ def test_ground_truth_roll_and_translation_through_25_to_30_fps(portraits):
     assert 0.8 < ratio.min() and ratio.max() < 1.15
 
     crop_box = clip_crop_box(track.boxes, 1.5, frame_size=(size, size))
-    with HeadPoseEstimator() as est:
-        poses = [est(crop_square(f, crop_box, 512)) for f in frames]
+    poses, holds = _poses(frames, crop_box, 512)
     assert all(p is not None for p in poses)
-    arr, _ = fill_missing(poses)
+    assert holds.tolist() == [False, *(shown[1:] == shown[:-1])]  # identical images, same landmarks
+    raw, _ = fill_missing(poses)
+    arr = smooth_poses(raw, holds)
     speed, axes = rotation_velocity(arr)
     true_step = np.diff(roll[shown])  # 0 on held frames, ±1.2 on the others
     assert (true_step == 0).sum() == 20  # 120 output frames show 100 source frames
-    np.testing.assert_array_less(np.abs(axes[1:, 2] - true_step), 0.5)
-    # the roll itself tracks the truth (up to the still's own tilt at frame 0)
-    np.testing.assert_array_less(np.abs((arr[:, 2] - arr[0, 2]) - roll[shown]), 2.0)
-    # in-plane rotation is mostly roll: the axis-free speed follows |roll step| on average
-    assert np.abs(speed[1:] - np.abs(true_step)).mean() < 0.3
+    np.testing.assert_array_less(speed[1:][true_step == 0], 1e-4)  # holds stay still (arccos ~1e-6)
+    # the smoothing rounds the two instant reversals of the roll rate (source frames 25 and 75)
+    turn = np.isin(np.abs(shown[1:] - 25), range(4)) | np.isin(np.abs(shown[1:] - 75), range(4))
+    np.testing.assert_array_less(np.abs(axes[1:, 2] - true_step)[~turn], 0.3)
+    # the roll itself tracks the truth (up to the still's own tilt at frame 0), away from the turns
+    np.testing.assert_array_less(np.abs((arr[:, 2] - arr[0, 2]) - roll[shown])[1:][~turn], 2.0)
+    # in-plane rotation is mostly roll: the axis-free speed follows |roll step| frame by frame
+    assert np.median(np.abs(speed[1:] - np.abs(true_step))) <= 0.15
+
+
+def _poses(frames, crop_box, size):
+    """Per-frame poses of crops of ``frames`` and which frames repeat the previous landmarks."""
+    poses, holds, prev = [], [], None
+    with HeadPoseEstimator() as est:
+        for f in frames:
+            poses.append(est(crop_square(f, crop_box, size)))
+            lm = est.landmarks
+            assert lm is None or (lm.shape == (468, 3) and lm.dtype == np.float32)
+            holds.append(prev is not None and lm is not None and np.array_equal(lm, prev))
+            prev = lm
+    return poses, np.array(holds)
+
+
+@pytest.fixture(scope="module")
+def talking(videos):
+    """3 s of a real talking head (25 fps source) at 30 FPS, its crop box and the source frame
+    each output frame shows (sample-and-hold: floor(j·25/30))."""
+    frames = list(read_frames(videos / "speaker_c_25fps_512.mp4", 0.0, 3.0))
+    with FaceDetector() as det:
+        track = track_main_face([det(f) for f in frames], 30, 0.5, frame_size=(512, 512))
+    assert track.ok
+    box = clip_crop_box(track.boxes, 1.5, frame_size=(512, 512))
+    return frames, box, (np.arange(len(frames)) * 25) // 30
+
+
+def _angle(rot):
+    return np.degrees(np.arccos(np.clip((np.trace(rot, axis1=-2, axis2=-1) - 1) / 2, -1, 1)))
+
+
+def test_known_in_plane_rotation_of_a_real_talking_video(talking):
+    """The video turned about the crop centre by θ(t) = 10°·sin(2πt/3) (per source frame): the
+    rotation between the two pose series is |θ|, its frame-to-frame change |θ(t) − θ(t−1)|."""
+    frames, box, shown = talking
+    theta = 10 * np.sin(2 * np.pi * (shown / 25) / 3)
+    centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+    turned = [
+        cv2.warpAffine(f, cv2.getRotationMatrix2D(centre, a, 1.0), (512, 512), borderMode=cv2.BORDER_REFLECT)
+        for f, a in zip(frames, theta)
+    ]
+    series = []
+    for video in (frames, turned):
+        poses, holds = _poses(video, box, 256)
+        assert holds.sum() == 15  # the 15 held frames of 90, in both videos
+        series.append(euler_to_matrix(smooth_poses(fill_missing(poses)[0], holds)[:, :3]))
+    r0, r1 = series
+    rel_err = np.abs(_angle(np.swapaxes(r0, -1, -2) @ r1) - np.abs(theta))
+    d = r1 @ np.swapaxes(r0, -1, -2)
+    change_err = np.abs(_angle(np.swapaxes(d[:-1], -1, -2) @ d[1:]) - np.abs(np.diff(theta)))
+    assert np.median(rel_err) <= 0.25 and np.percentile(rel_err, 95) <= 0.7, rel_err
+    assert np.median(change_err) <= 0.12, change_err
+
+
+def test_paused_real_video_has_zero_velocity_inside_the_pause(talking):
+    """One frame held for 1 s in the middle of a real talking head: no velocity inside the pause,
+    the real motion around it is kept."""
+    frames, box, _ = talking
+    paused = frames[:45] + [frames[45]] * 30 + frames[45:]
+    poses, holds = _poses(paused, box, 256)
+    assert holds[46:75].all()
+    speed, _ = rotation_velocity(smooth_poses(fill_missing(poses)[0], holds))
+    np.testing.assert_array_less(speed[46:75], 1e-4)  # arccos of a rounded identity: ~1e-6
+    moving = np.r_[speed[1:45], speed[76:]]
+    assert np.median(moving[moving > 0]) > 0.1  # a talking head does move
+
+
+def test_smooth_poses_keeps_holds_and_steady_motion():
+    f = 40
+    poses = np.zeros((f, 6))
+    poses[:, 0] = np.arange(f) * 0.5  # yaw 0.5°/frame
+    poses[:, 5] = 40.0
+    holds = np.zeros(f, bool)
+    holds[10:15] = True  # a frozen stretch: the source shows frame 9 until frame 15
+    poses[10:15] = poses[9]
+    poses[15:, 0] -= 2.5  # time does not run while the picture is held
+    rng = np.random.default_rng(0)
+    noisy = poses.copy()
+    noisy[~holds, :3] += rng.normal(0, 0.3, (f - 5, 3))
+    noisy[holds] = noisy[9]
+    out = smooth_poses(noisy, holds)
+    speed = relative_rotation_deg(out[:, :3])
+    np.testing.assert_array_equal(out[10:15], np.repeat(out[9:10], 5, axis=0))
+    assert speed[9:14].max() < 1e-4  # frames 10..14 repeat frame 9
+    raw_err = np.abs(relative_rotation_deg(noisy[:, :3]) - 0.5)[~holds[1:]]
+    err = np.abs(speed - 0.5)[~holds[1:]][3:-3]
+    assert np.median(err) < 0.5 * np.median(raw_err)  # the filter removes most of the jitter
+    np.testing.assert_allclose(out[:, 5], 40.0)
+    np.testing.assert_array_equal(smooth_poses(noisy, holds, sigma=0), noisy)
+    with pytest.raises(PoseError):
+        smooth_poses(noisy, holds[:-1])
 
 
 def test_head_turn_video_yaw_swings(videos):

@@ -89,6 +89,7 @@ def test_stage2_window_audio_speed_and_mask_align(dataset):
     assert s["face_mask"][0, 6:26, 8:24].all() and s["face_mask"].sum() == 20 * 16
 
 
+@pytest.mark.crossrun
 def test_stage1_pairs_and_determinism(dataset):
     clips, _ = index_clips(dataset, 1, 12, 4, DROP)
     ds = ClipDataset(clips, 1, 32, seed=0)
@@ -104,6 +105,7 @@ def test_stage1_pairs_and_determinism(dataset):
     assert sorted(ds.clip_of(k) for k in range(len(ds), 2 * len(ds))) == list(range(len(ds)))
 
 
+@pytest.mark.crossrun
 def test_worker_processes_yield_the_same_batches(dataset):
     clips, _ = index_clips(dataset, 2, 4, 2, DROP)
     ds = ClipDataset(clips, 2, 32, frames=4, motion_frames=2, seed=3)

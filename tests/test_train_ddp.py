@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -50,6 +51,7 @@ def _emulate_ddp(dataset) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tens
     return initial, {k: v.detach() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.crossrun
 def test_two_processes_gloo(tmp_path, videos):
     dataset = build_dataset(tmp_path / "ds", videos / "head_turn_25fps_224.mp4", L, D)
     run = tmp_path / "run"

@@ -202,3 +202,39 @@ def test_bf16_tokens_stay_close_to_fp32(tiny: Path, speech: np.ndarray) -> None:
     assert cos.min() > 0.99 and not np.array_equal(full, half)
     with pytest.raises(ValueError, match="precision"):
         AudioEncoder(tiny, precision="int8")
+
+
+def _save_other(kind: str, directory: Path, tiny: Path) -> Path:
+    """A tiny random HuBERT or WavLM saved by transformers, with wav2vec2's feature extractor."""
+    import transformers
+
+    config_cls, model_cls = {
+        "hubert": (transformers.HubertConfig, transformers.HubertModel),
+        "wavlm": (transformers.WavLMConfig, transformers.WavLMModel),
+    }[kind]
+    kw = json.loads((tiny / "config.json").read_text())
+    shape = {
+        k: kw[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    }
+    conv = {k: kw[k] for k in ("conv_dim", "conv_stride", "conv_kernel", "conv_bias", "feat_extract_norm")}
+    pos = {k: kw[k] for k in ("num_conv_pos_embeddings", "num_conv_pos_embedding_groups")}
+    model_cls(config_cls(**shape, **conv, **pos)).save_pretrained(directory)
+    (directory / "preprocessor_config.json").write_bytes((tiny / "preprocessor_config.json").read_bytes())
+    return directory
+
+
+@pytest.mark.parametrize("kind", ["hubert", "wavlm"])
+def test_other_model_types_are_refused_in_one_line(tiny: Path, tmp_path: Path, kind: str) -> None:
+    model = _save_other(kind, tmp_path / kind, tiny)
+    with pytest.raises(AudioModelError, match=f"model_type '{kind}' is not implemented") as err:
+        AudioEncoder(model)
+    assert "\n" not in str(err.value)
+
+
+def test_weights_the_network_lacks_are_refused_not_dropped(tiny: Path, tmp_path: Path) -> None:
+    """WavLM weights under a config that claims wav2vec2: a strict load refuses them."""
+    model = _save_other("wavlm", tmp_path / "wavlm", tiny)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "model_type": "wav2vec2"}))
+    with pytest.raises(AudioModelError, match="weights this Wav2Vec2 lacks"):
+        AudioEncoder(model)

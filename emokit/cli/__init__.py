@@ -6,7 +6,8 @@ import os
 
 import typer
 
-# MediaPipe/TFLite log every graph start at WARNING through glog; keep the terminal for our output.
+# Older MediaPipe builds log through glog, TensorFlow through its own logger: quiet both from the
+# start. MediaPipe 0.10's absl and TFLite's own lines ignore these; see emokit.native_logs.
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,6 +35,9 @@ def main(
     ),
 ) -> None:
     """Audio-driven portrait video (EMO): ingest -> label -> train -> generate."""
+    from emokit.native_logs import filter_native_logs
+
+    filter_native_logs()  # MediaPipe/TFLite native log lines stay off the terminal
 
 
 # Each command lives in its own module and registers itself on `app`, in pipeline order.

@@ -34,6 +34,10 @@ def ingest_command(
     detector: Annotated[
         str | None, typer.Option("--detector", help="Scene detector: adaptive or content.")
     ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option("--replace", help="Start the manifest over instead of adding to an existing one."),
+    ] = False,
     strict: Strict = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
@@ -45,12 +49,16 @@ def ingest_command(
     recipe = setup(config, verbose, quiet)
     cfg = recipe.ingest if detector is None else dataclasses.replace(recipe.ingest, detector=detector)
     try:
-        s = ingest(inputs, out, cfg, workers=workers, engine=engine, progress=not quiet)
-    except (InputError, ValueError, RuntimeError) as e:
+        s = ingest(inputs, out, cfg, workers=workers, engine=engine, progress=not quiet, replace=replace)
+    except (InputError, ValueError, RuntimeError, OSError) as e:
         fail(str(e), code=2)
+    if s.replaced:
+        typer.echo(f"--replace: {s.replaced} source(s) of the previous manifest dropped")
+    if s.kept:
+        typer.echo(f"added to the existing dataset: {s.kept} source(s) already in the manifest kept")
     typer.echo(
         f"{s.sources} videos ({s.cached} already done) -> {s.clips} clip windows, "
-        f"{s.clip_seconds:.1f} s; {len(s.rejected)} rejected\nmanifest: {s.manifest}"
+        f"{s.clip_seconds:.1f} s in the manifest; {len(s.rejected)} rejected\nmanifest: {s.manifest}"
     )
     print_reasons("rejected by reason:", s.rejected_by_reason)
     if s.rejected:

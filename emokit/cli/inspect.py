@@ -16,26 +16,19 @@ def inspect_command(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (after ingest, ideally label).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Where PNGs go.")] = None,
 ) -> None:
-    """Look at a dataset: PNG contact sheet with face boxes, pose/velocity plots, flag counts.
+    """Look at a dataset: a table of clips (source, time span, flags), a PNG contact sheet with
+    the crop on the source frame and face boxes, and pose/speed plots.
 
     Example: emokit inspect data/mydataset
     """
-    from emokit.data.inspect import inspect_dataset
+    from emokit.data.inspect import clip_table, inspect_dataset
 
     try:
         r = inspect_dataset(dataset, out)
-    except (FileNotFoundError, ValueError) as e:
+    except (ValueError, OSError) as e:
         fail(str(e), code=2)
-    typer.echo(f"{'clip':<12} {'status':<8} {'secs':>5} {'faces':>5} {'vel':>5}  flags / reason")
-    for c in r.clips:
-        if c["status"] == "ok":
-            vel = sum(c["velocity"]) / max(1, len(c["velocity"]))
-            typer.echo(
-                f"{c['clip_id'][:12]:<12} {'ok':<8} {c['num_frames'] / c['fps']:5.1f} "
-                f"{c['max_faces']:5d} {vel:5.2f}  {' '.join(c['flags'])}"
-            )
-        else:
-            typer.echo(f"{c['clip_id'][:12]:<12} {'rejected':<8} {'':>5} {'':>5} {'':>5}  {c['reason']}")
+    for line in clip_table(r.clips):
+        typer.echo(line)
     for m in r.rejected_inputs:
         typer.echo(f"input rejected: {m['source_path']}: {m['reason']}")
     if r.contact_sheet:

@@ -75,7 +75,7 @@ def label_command(
             progress=not quiet,
             audio_device=audio_device,
         )
-    except (FileNotFoundError, AudioModelError, ValueError, RuntimeError) as e:
+    except (AudioModelError, ValueError, RuntimeError, OSError) as e:
         fail(str(e), code=2)
     typer.echo(
         f"{s.windows} windows -> {s.clips} clips, {s.clip_seconds:.1f} s "

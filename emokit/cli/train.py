@@ -68,7 +68,7 @@ def train_command(
             progress=not quiet,
             log=(lambda _: None) if quiet else typer.echo,
         )
-    except (TrainError, DatasetError, CheckpointError, ValueError) as e:
+    except (TrainError, DatasetError, CheckpointError, ValueError, OSError) as e:
         fail(str(e), code=2)
     if not r.main:  # other ranks of a multi-process run stay quiet
         return

@@ -7,9 +7,14 @@ is caught here and turned into an ``Failed`` value carrying a one-line reason.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -50,6 +55,36 @@ def _call(fn: Callable[[S], R], sample: S) -> R | Failed:
         return Failed(one_line(e))
 
 
+def _die_with_parent(parent: int, pdeathsig: bool) -> None:
+    """Worker initializer: exit when the parent dies (SIGKILL, the OOM killer), never linger.
+
+    Linux: the kernel sends SIGKILL on the parent's death (PR_SET_PDEATHSIG) — only when the pool
+    was started from the parent's main thread, since the signal follows the creating thread. Everywhere:
+    a watchdog thread polls the parent pid, for what prctl misses."""
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before this worker got here
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="emokit-orphan-watch").start()
+
+
+def _watch_parent(parent: int, every_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
+
+
+def _pool(workers: int, ctx: Any) -> ProcessPoolExecutor:
+    """A process pool whose workers exit when this process dies."""
+    main = threading.current_thread() is threading.main_thread()
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(), main)
+    )
+
+
 def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
@@ -73,7 +108,7 @@ def run_local(fn: Callable[[S], R], samples: Iterable[S], workers: int | None = 
     ctx = multiprocessing.get_context("spawn")
     todo: Iterator[tuple[int, S]] = iter(items)
     pending: dict[Any, tuple[int, S]] = {}
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pool = _pool(workers, ctx)
     try:
         while True:
             broken = False
@@ -101,14 +136,14 @@ def run_local(fn: Callable[[S], R], samples: Iterable[S], workers: int | None = 
             pool.shutdown(wait=True, cancel_futures=True)
             for i, s in suspects:
                 yield Done(i, s, _alone(fn, s, ctx))
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+            pool = _pool(workers, ctx)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _alone(fn: Callable[[S], R], sample: S, ctx) -> R | Failed:
     """``fn(sample)`` in a fresh process of its own; a Failed if that process dies."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+    with _pool(1, ctx) as pool:
         try:
             return pool.submit(_call, fn, sample).result()
         except BrokenProcessPool:
@@ -116,21 +151,38 @@ def _alone(fn: Callable[[S], R], sample: S, ctx) -> R | Failed:
 
 
 def run_ray(fn: Callable[[S], R], samples: Iterable[S], workers: int | None = None) -> Iterator[Done[S, R]]:
-    """Same contract as :func:`run_local`, on a Ray cluster (``ray.init()`` joins one if configured)."""
+    """Same contract as :func:`run_local`, on a Ray cluster (``ray.init()`` joins one if configured).
+
+    Like the local pool: at most ``2 × workers`` tasks in flight (``workers`` default: the
+    cluster's CPUs), samples pulled from ``samples`` only as slots free up, and a task whose worker
+    process dies is retried once on its own (Ray's ``max_retries``) before it becomes a ``Failed``;
+    the run goes on.
+    """
     try:
         import ray
+        from ray.exceptions import WorkerCrashedError
     except ImportError:
         raise RuntimeError("--engine ray needs Ray: pip install 'emokit[ray]'") from None
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(_call)
-    items = list(enumerate(samples))
-    refs = {remote.remote(fn, s): (i, s) for i, s in items}
-    while refs:
+    workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    remote = ray.remote(max_retries=1)(_call)
+    todo = iter(enumerate(samples))
+    refs: dict[Any, tuple[int, S]] = {}
+    fn_ref = ray.put(fn)  # shipped once, not once per task
+    while True:
+        while len(refs) < 2 * workers and (nxt := next(todo, None)) is not None:
+            refs[remote.remote(fn_ref, nxt[1])] = nxt
+        if not refs:
+            return
         ready, _ = ray.wait(list(refs), num_returns=1)
         for ref in ready:
             i, s = refs.pop(ref)
-            yield Done(i, s, ray.get(ref))
+            try:
+                result = ray.get(ref)
+            except WorkerCrashedError:
+                result = Failed("the worker process died on this sample (native crash or out of memory)")
+            yield Done(i, s, result)
 
 
 ENGINES = {"local": run_local, "ray": run_ray}

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from emokit.data.crop import crop_square
+from emokit.data.crop import LABEL_PAD, PadMode, crop_square
 from emokit.data.decode import _orientation, _to_rgb
 
 _POOL: dict[str, np.ndarray] = {}
@@ -176,12 +176,13 @@ class WindowFrames:
         rx0, ry0, rx1, ry1 = self._region
         return rx0 <= ax0 and ry0 <= ay0 and ax1 <= rx1 and ay1 <= ry1
 
-    def crop(self, i: int, crop_box: Sequence[int], size: int) -> np.ndarray:
-        """The square ``crop_box`` (source pixels, may leave the frame: zero padding) of output
-        frame ``i`` at ``size``², as :func:`emokit.data.crop.crop_square` gives from full RGB."""
+    def crop(self, i: int, crop_box: Sequence[int], size: int, pad: PadMode = LABEL_PAD) -> np.ndarray:
+        """The square ``crop_box`` (source pixels, may leave the frame: padded as ``pad``, label's
+        blurred mirror by default) of output frame ``i`` at ``size``², as
+        :func:`emokit.data.crop.crop_square` gives from full RGB."""
         slot = self._slots[i]
         if not self._fast:
-            return crop_square(_to_rgb(self._kept[slot], None), crop_box, size)
+            return crop_square(_to_rgb(self._kept[slot], None), crop_box, size, pad)
         if self._region is None:
             self.keep(None)
         if not self.covers(crop_box):
@@ -193,4 +194,4 @@ class WindowFrames:
         planes = [s[slot] for s in self._store]
         region = _i420_region_rgb(planes, ax0 - rx0, ay0 - ry0, ax1 - rx0, ay1 - ry0)
         region = region[sy0 - ay0 : sy1 - ay0, sx0 - ax0 : sx1 - ax0]
-        return crop_square(region, (x0 - sx0, y0 - sy0, x1 - sx0, y1 - sy0), size)
+        return crop_square(region, (x0 - sx0, y0 - sy0, x1 - sx0, y1 - sy0), size, pad)

@@ -7,15 +7,18 @@ parent, on the audio the workers hand back: one model load per run instead of on
 (torch + transformers cost ~4 s of CPU to import), on the GPU when there is one, loaded in a
 background thread while the workers start.
 
-:func:`label` groups the manifest's usable windows into fixed shards (window i goes to shard
-i // shard_size), runs the stage over the windows of shards not yet written, and writes each shard
-atomically as soon as its windows are done — a killed run loses at most the shards in flight, and a
-rerun produces the same shards.
+:func:`label` groups the manifest's usable windows into fixed shards (:func:`plan_shards`:
+finished shards keep their windows, the rest fill the free indices in manifest order), runs the
+stage over the windows of shards not yet written, and writes each shard atomically as soon as its
+windows are done — a killed run loses at most the shards in flight, and a rerun produces the same
+shards.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import os
 import re
 from collections import Counter, defaultdict
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from emokit.config import LabelConfig, as_dict
@@ -33,7 +38,10 @@ from emokit.data.audio_model import PRECISIONS, check_audio_model
 from emokit.data.executor import Failed, run
 from emokit.data.ingest import MANIFEST, reason_kind
 from emokit.data.label_video import WindowLabels, label_window
-from emokit.data.schema import OK, SHARD_SCHEMA, read_table, write_table
+from emokit.data.lock import locks_dataset
+from emokit.data.schema import OK, SHARD_SCHEMA, read_table, verify_table, write_table
+
+log = logging.getLogger(__name__)
 
 SHARDS = "shards"
 # Wav2Vec2-base tokens 10 s of audio in ~0.7 s of one core (bf16) while a worker needs ~4 s for
@@ -155,9 +163,12 @@ def usable_windows(dataset: Path) -> list[dict[str, Any]]:
     manifest = dataset / MANIFEST
     if not manifest.exists():
         raise FileNotFoundError(f"no manifest at {manifest}: run `emokit ingest ... -o {dataset}` first")
-    return [r for r in read_table(manifest).to_pylist() if r["status"] == OK]
+    ok = [r for r in read_table(manifest).to_pylist() if r["status"] == OK]
+    seen: set[str] = set()
+    return [r for r in ok if not (r["clip_id"] in seen or seen.add(r["clip_id"]))]  # one per clip id
 
 
+@locks_dataset("dataset")
 def label(
     dataset: str | Path,
     cfg: LabelConfig | None = None,
@@ -178,12 +189,13 @@ def label(
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     summary = LabelSummary(shards_dir=out, windows=len(windows))
-    groups = [windows[i : i + cfg.shard_size] for i in range(0, len(windows), cfg.shard_size)]
     meta = {"label_config": json.dumps(as_dict(cfg), sort_keys=True)}
-    for stale in sorted(out.glob("shard-*.parquet"))[len(groups) :]:
-        stale.unlink()  # the manifest shrank or --shard-size grew
-    todo = [k for k in range(len(groups)) if not _shard_done(shard_path(dataset, k), groups[k], meta)]
-    summary.shards_skipped = len(groups) - len(todo)
+    groups, done = plan_shards(dataset, windows, cfg.shard_size, meta)
+    for stale in sorted(out.glob("shard-*.parquet")):
+        if _shard_index(stale) not in groups:
+            stale.unlink()  # its windows left the manifest, or --shard-size / the recipe changed
+    todo = [k for k in groups if k not in done]
+    summary.shards_skipped = len(done)
     pending = [(k, j, w) for k in todo for j, w in enumerate(groups[k])]
     if cfg.audio_precision not in PRECISIONS:
         raise ValueError(
@@ -233,28 +245,60 @@ def label(
         results_in.close()
         bar.close()
         audio.close()
-    _count(summary, dataset, len(groups))
+    _count(summary, dataset, sorted(groups))
     return summary
 
 
-def _shard_done(path: Path, group: list[dict[str, Any]], meta: dict[str, str]) -> bool:
-    """A shard counts as done only if it holds exactly this group's windows, labelled with this
-    recipe; otherwise (changed manifest, --shard-size, --size, audio model...) it is redone."""
-    if not path.exists():
-        return False
+def plan_shards(
+    dataset: Path, windows: list[dict[str, Any]], shard_size: int, meta: dict[str, str]
+) -> tuple[dict[int, list[dict[str, Any]]], set[int]]:
+    """Shard index → its windows, and the indices whose shard is already done.
+
+    A finished shard (intact, this recipe) whose windows are all still usable in the manifest keeps
+    its index and its bytes, so adding videos to a dataset never rewrites or deletes it. The other
+    windows, in manifest order, fill the free indices in increasing order, ``shard_size`` at a
+    time: the layout a clean run gives, so the rerun of a killed run gives the same shards.
+    """
+    by_id = {w["clip_id"]: w for w in windows}
+    groups: dict[int, list[dict[str, Any]]] = {}
+    claimed: set[str] = set()
+    for path in sorted((dataset / SHARDS).glob("shard-*.parquet")):
+        parents = _finished_parents(path, meta)
+        if parents and all(p in by_id and p not in claimed for p in parents):
+            groups[_shard_index(path)] = [by_id[p] for p in parents]
+            claimed.update(parents)
+    done = set(groups)
+    rest = [w for w in windows if w["clip_id"] not in claimed]
+    free = (k for k in itertools.count() if k not in done)
+    for i in range(0, len(rest), shard_size):
+        groups[next(free)] = rest[i : i + shard_size]
+    return dict(sorted(groups.items())), done
+
+
+def _shard_index(path: Path) -> int:
+    return int(path.stem.split("-")[1])
+
+
+def _finished_parents(path: Path, meta: dict[str, str]) -> list[str] | None:
+    """The manifest windows of a finished shard in row order, or None when it must be redone:
+    written with another recipe (--size, audio model, ...), unreadable, or failing its page
+    checksums (every page is read: a shard corrupted on disk is relabelled, not kept)."""
     try:
+        stored = (pq.read_schema(path).metadata or {}).get(b"label_config", b"").decode()
+        if stored != meta["label_config"]:
+            return None
+        verify_table(path)
         table = read_table(path, columns=["parent_clip_id"])
-    except (OSError, ValueError):
-        return False
-    stored = (table.schema.metadata or {}).get(b"label_config", b"").decode()
-    parents = list(dict.fromkeys(table.column("parent_clip_id").to_pylist()))
-    return stored == meta["label_config"] and parents == [w["clip_id"] for w in group]
+    except (OSError, ValueError, pa.ArrowException) as e:
+        log.warning("%s: %s; it will be labelled again", path, e)
+        return None
+    return list(dict.fromkeys(table.column("parent_clip_id").to_pylist()))
 
 
-def _count(summary: LabelSummary, dataset: Path, n_shards: int) -> None:
+def _count(summary: LabelSummary, dataset: Path, indices: list[int]) -> None:
     cols = ["clip_id", "parent_clip_id", "status", "reason", "num_frames", "fps", "jump_cut_split", "flags"]
     split_parents = set()
-    for k in range(n_shards):
+    for k in indices:
         if not shard_path(dataset, k).exists():
             continue  # a worker failed on one of its windows (already in summary.rejected)
         for r in read_table(shard_path(dataset, k), columns=cols).to_pylist():

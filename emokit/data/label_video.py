@@ -19,7 +19,15 @@ import numpy as np
 from emokit.config import LabelConfig
 from emokit.data.audio import AudioError, load_audio
 from emokit.data.avsync import mouth_audio_sync
-from emokit.data.crop import CropError, clip_crop_box, square_crop_box, to_crop_coords, union_box
+from emokit.data.crop import (
+    PADDED_FLAG,
+    CropError,
+    clip_crop_box,
+    padded_fraction,
+    square_crop_box,
+    to_crop_coords,
+    union_box,
+)
 from emokit.data.decode import VideoError, read_video_frames
 from emokit.data.encode import Mp4Writer
 from emokit.data.faces import FaceBox, FaceDetector
@@ -27,9 +35,10 @@ from emokit.data.frames import WindowFrames
 from emokit.data.ingest import clip_id
 from emokit.data.jumpcuts import find_jump_cuts
 from emokit.data.mouth import mouth_opening
-from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity
+from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity, smooth_poses
 from emokit.data.quality import HandsDetector, caption_score
 from emokit.data.schema import OK, REJECTED, SHARD_SCHEMA
+from emokit.data.source_flags import source_flags
 from emokit.data.track import NO_FACE, face_missing, track_main_face
 from emokit.data.windows import frame_windows
 
@@ -86,12 +95,14 @@ class _Part:
     start: int  # frame indices into the window's 30 FPS frames, end exclusive
     end: int
     crop_box: tuple[int, int, int, int]
-    poses: np.ndarray
+    poses: np.ndarray  # [n, 6] smoothed over distinct frames (what the shard stores)
+    raw_poses: np.ndarray  # [n, 6] per-frame fits, missing frames interpolated (for jump cuts)
     pose_found: np.ndarray
     mp4: bytes
     hands_frac: float
     mouth: np.ndarray  # per frame mouth opening (emokit.data.mouth), NaN where no face mesh
     audio: np.ndarray | None  # the part's 16 kHz audio
+    padded_frac: float = 0.0  # share of the crop square outside the frame (soft-padded)
 
 
 class _NotKept(Exception):
@@ -109,6 +120,8 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
     buf = io.BytesIO()
     poses = []
     mouth = []
+    holds = []  # frame shows the same face-mesh landmarks as the previous one (a held image)
+    prev = None
     with (
         HeadPoseEstimator() as est,
         HandsDetector(every=HANDS_EVERY) as hands,
@@ -125,12 +138,28 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
         for i in range(start, end):
             crop = frames.crop(i, crop_box, cfg.size)
             poses.append(est(crop))
-            mouth.append(mouth_opening(est.last_landmarks) if poses[-1] is not None else np.nan)
+            mouth.append(mouth_opening(est.landmarks) if est.landmarks is not None else np.nan)
+            holds.append(
+                prev is not None and est.landmarks is not None and np.array_equal(est.landmarks, prev)
+            )
+            prev = est.landmarks
             hands.add(crop)
             mp4.write(crop)
-    poses_arr, found = fill_missing(poses)
+    raw, found = fill_missing(poses)
+    smooth = smooth_poses(raw, np.array(holds))
+    padded = padded_fraction(crop_box, frames.size)
     return _Part(
-        start, end, crop_box, poses_arr, found, buf.getvalue(), hands.fraction, np.array(mouth), audio
+        start,
+        end,
+        crop_box,
+        smooth,
+        raw,
+        found,
+        buf.getvalue(),
+        hands.fraction,
+        np.array(mouth),
+        audio,
+        padded_frac=padded,
     )
 
 
@@ -239,7 +268,7 @@ def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, thr
     # The whole window is cropped, posed and encoded in one pass; a window that jump cuts split
     # (rare) is done again per piece, each with its own crop box.
     whole = _make_part(frames, boxes, 0, len(frames), cfg, audio, threads)
-    cuts = find_jump_cuts(boxes, whole.poses[:, :3], cfg.jump_box_frac, cfg.jump_rotation_deg)
+    cuts = find_jump_cuts(boxes, whole.raw_poses[:, :3], cfg.jump_box_frac, cfg.jump_rotation_deg)
     pieces = frame_windows(len(frames), fps, cuts, *bounds)
     if not pieces:
         return _rejected(window, f"jump cuts at frames {cuts} leave no piece of {bounds[0]:g} s or more")
@@ -248,13 +277,13 @@ def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, thr
         [whole] if not split else [_make_part(frames, boxes, a, b, cfg, audio, threads) for a, b in pieces]
     )
     rows = [
-        _part_row(window, cfg, track, part, k, split, captions, audio is not None, audio_reason)
+        _part_row(window, cfg, track, part, k, split, captions, audio is not None, audio_reason, audio)
         for k, part in enumerate(parts)
     ]
     return WindowLabels(rows, len(frames), [p.start for p in parts], audio)
 
 
-def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, audio_reason):
+def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, audio_reason, audio=None):
     fps = cfg.fps
     n = part.end - part.start
     start_s = window["start_s"] + part.start / fps
@@ -303,8 +332,13 @@ def _part_row(window, cfg, track, part: _Part, k, split, captions, has_audio, au
         flags.append("captions")
     if not part.pose_found.all():
         flags.append("pose_gaps")
+    row["padded_frac"] = float(part.padded_frac)
+    if part.padded_frac > PADDED_FLAG:
+        flags.append("padded")
     sync = mouth_audio_sync(part.mouth, part.audio, fps, AUDIO_SR)
     row.update(sync.row())
     flags.extend(sync.flags)
+
+    flags += source_flags(part.crop_box, cfg.size, audio, (part.start / fps, part.end / fps), AUDIO_SR)
     row["flags"] = sorted(set(flags))
     return row

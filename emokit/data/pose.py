@@ -7,8 +7,13 @@ model's (about centimetres), so the translation is in those units too.
 
 Camera: pinhole with focal length = crop width and the principal point at the crop centre (face
 crops are taken without knowing the source camera; the crop is fixed per clip, so the translation
-is consistent within a clip). The mesh runs in tracking mode and PnP starts from the previous
-frame's solution, which keeps consecutive poses stable (velocity is a difference of poses).
+is consistent within a clip).
+
+Method (measured in benchmarks/bench_pose.py, figures in BENCHMARKS.md): every frame is measured on
+its own (face mesh in static-image mode, a fresh PnP), then :func:`smooth_poses` low-passes the
+series over its distinct frames before velocities are taken. Fitting more landmarks did not help:
+PnP on all 468 against a mean mesh shape and a rigid (Procrustes) fit of the mesh's 3D landmarks
+were as noisy as the 12 points below, because the jitter is common to all landmarks of a frame.
 
 Angle convention (degrees), all 0 for a face looking straight into the camera:
 - yaw   + = the face turns toward the image's right (the nose moves right in the picture);
@@ -44,6 +49,8 @@ _CANONICAL = {
 MESH_INDICES = np.array(list(_CANONICAL), dtype=np.int64)
 # In OpenCV axes (y down, z away from the camera): a proper rotation of the model's axes.
 MODEL_POINTS = np.array(list(_CANONICAL.values()), dtype=np.float64) * np.array([1.0, -1.0, -1.0])
+# Gaussian sigma, in distinct frames, of the filter applied before differencing (smooth_poses).
+POSE_SMOOTH_SIGMA = 1.5
 
 
 class Pose(NamedTuple):
@@ -166,71 +173,105 @@ def solve_pose(
     return Pose(float(yaw), float(pitch), float(roll), float(t[0]), float(t[1]), float(t[2])), (rvec, tvec)
 
 
-class HeadPoseEstimator:
-    """Callable on consecutive RGB crops of one clip → Pose, or None where no face mesh is found.
+def smooth_poses(poses: np.ndarray, holds: np.ndarray, sigma: float = POSE_SMOOTH_SIGMA) -> np.ndarray:
+    """Poses [F, 6] low-passed over the clip's distinct frames; held frames keep their pose.
 
-    Stateful (mesh tracking and the PnP initial guess carry over between calls): call ``reset()``
-    before a new clip. Use as a context manager or call ``close()``.
+    Why: a per-frame fit of face-mesh landmarks jitters by ~0.3° from frame to frame, as much as a
+    talking head turns, so differences of raw poses are mostly noise. Head motion is smooth at
+    25–30 frames per second, the jitter is not: a Gaussian of ``sigma`` distinct frames (1.5: the
+    amplitude of a 3.1 Hz motion halves for a 25 fps source, 3.7 Hz at 30 fps) keeps the motion and
+    removes most of the jitter (chosen on the truths of benchmarks/bench_pose.py).
+    ``holds[t]`` marks frame t as a repeat of frame t-1 (a 25 fps frame held to 30 FPS, a frozen
+    picture): the filter runs over the other frames only, in their order, and a held frame gets its
+    original's filtered pose, so holds keep exactly zero velocity and do not slow the motion around
+    them. Rotations are averaged as matrices and projected back onto rotations (SVD), which needs
+    no angle unwrapping; translations are averaged plainly. Units stay those of ``poses``.
+    """
+    poses = np.asarray(poses, dtype=np.float64)
+    holds = np.asarray(holds, dtype=bool).copy()
+    if poses.ndim != 2 or poses.shape[1] != 6 or holds.shape != (len(poses),):
+        raise PoseError(f"poses must be [F, 6] with holds [F], got {poses.shape} and {holds.shape}")
+    if len(poses) == 0 or sigma <= 0:
+        return poses.copy()
+    holds[0] = False
+    first = ~holds
+    owner = np.cumsum(first) - 1  # frame → index of the distinct frame it shows
+    distinct = poses[first]
+    m = len(distinct)
+    radius = int(np.ceil(3 * sigma))
+    w = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    w /= w.sum()
+    # Past either end the motion is mirrored through the end frame (point reflection), so a head
+    # turning steadily keeps its speed up to the clip's edges instead of slowing into them.
+    j = np.arange(-radius, m + radius)
+    src = np.clip(np.where(j < 0, -j, np.where(j > m - 1, 2 * (m - 1) - j, j)), 0, m - 1)
+    end = np.where(j < 0, 0, m - 1)
+    mirrored = (j < 0) | (j > m - 1)
+    rot = euler_to_matrix(distinct[:, :3])
+    pad_rot = rot[src].copy()
+    e = rot[end[mirrored]]
+    pad_rot[mirrored] = e @ np.swapaxes(rot[src[mirrored]], -1, -2) @ e
+    pad_t = distinct[src, 3:].copy()
+    pad_t[mirrored] = 2 * distinct[end[mirrored], 3:] - pad_t[mirrored]
+    win = np.arange(m)[:, None] + np.arange(2 * radius + 1)  # window of each frame in the padding
+    mean = np.einsum("j,mjab->mab", w, pad_rot[win])
+    u, _, vt = np.linalg.svd(mean)
+    fix = np.ones((m, 3))
+    fix[:, 2] = np.sign(np.linalg.det(u @ vt))
+    out = np.empty_like(distinct)
+    out[:, :3] = matrix_to_euler((u * fix[:, None, :]) @ vt)
+    out[:, 3:] = np.einsum("j,mjc->mc", w, pad_t[win])
+    return out[owner]
+
+
+class HeadPoseEstimator:
+    """Callable on RGB crops → Pose, or None where the face mesh finds no face.
+
+    Every frame is measured on its own: the face mesh runs in static-image mode (its detector
+    places the landmark region from the image itself) and PnP starts fresh. In tracking mode the
+    region came from the previous frame's landmarks, so an identical image read differently from
+    one frame to the next (0.6–1.1 deg/frame of fake velocity on held frames) and errors carried
+    over; now the same image always gives the same landmarks and pose. It costs the mesh's detector
+    on every frame (~2 ms of CPU, see BENCHMARKS.md). Smooth the poses with :func:`smooth_poses`
+    before differencing them.
+
+    After each call ``landmarks`` holds that frame's 468 face-mesh landmarks [468, 3] float32
+    (x, y in crop pixels; z = depth in the same pixel scale, smaller = nearer the camera), or None
+    when no face was found. Use as a context manager or call ``close()``.
     """
 
     def __init__(self, min_confidence: float = 0.5) -> None:
-        self.min_confidence = min_confidence
-        self._mesh = None
-        self._guess: tuple[np.ndarray, np.ndarray] | None = None
-        self.last_landmarks: np.ndarray | None = None  # [468, 2] pixels of the last found face
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the previous clip: new mesh tracker, no PnP initial guess."""
         import mediapipe as mp
 
-        if self._mesh is not None:
-            self._mesh.close()
         self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False,
+            static_image_mode=True,
             max_num_faces=1,
             refine_landmarks=False,
-            min_detection_confidence=self.min_confidence,
-            min_tracking_confidence=self.min_confidence,
+            min_detection_confidence=min_confidence,
         )
-        self._guess = None
-        self._tracking = False
-        self.last_landmarks = None
+        self.landmarks: np.ndarray | None = None
 
-    def landmarks(self, crop: np.ndarray) -> np.ndarray | None:
-        """Face mesh landmarks [468, 2] in crop pixels, or None."""
+    def mesh(self, crop: np.ndarray) -> np.ndarray | None:
+        """Face mesh landmarks [468, 3] float32 in crop pixels, or None."""
         if crop.ndim != 3 or crop.shape[2] != 3 or crop.dtype != np.uint8:
             raise PoseError(f"expected an RGB uint8 crop HxWx3, got {crop.shape} {crop.dtype}")
         if self._mesh is None:
             raise PoseError("HeadPoseEstimator is closed")
-        crop = np.ascontiguousarray(crop)
-        res = self._mesh.process(crop)
+        res = self._mesh.process(np.ascontiguousarray(crop))
         if not res.multi_face_landmarks:
-            self._tracking = False
             return None
-        if not self._tracking:
-            # The tracker's first answer comes from its face detector's ROI, later ones from the
-            # previous landmarks; running the first frame twice puts it in the same regime as the
-            # rest, otherwise frame 0 → 1 shows a fake ~0.7° rotation on a still head.
-            res = self._mesh.process(crop)
-            self._tracking = True
-            if not res.multi_face_landmarks:
-                return None
         h, w = crop.shape[:2]
         lm = res.multi_face_landmarks[0].landmark
-        return np.array([(p.x * w, p.y * h) for p in lm], dtype=np.float64)
+        return np.array([(p.x * w, p.y * h, p.z * w) for p in lm], dtype=np.float32)
 
     def __call__(self, crop: np.ndarray) -> Pose | None:
-        pts = self.landmarks(crop)
-        if pts is None:
-            self._guess = None
+        self.landmarks = self.mesh(crop)
+        if self.landmarks is None:
             return None
-        self.last_landmarks = pts
         h, w = crop.shape[:2]
         try:
-            pose, self._guess = solve_pose(pts[MESH_INDICES], (w, h), self._guess)
+            pose, _ = solve_pose(self.landmarks[MESH_INDICES, :2], (w, h))
         except PoseError:
-            self._guess = None
             return None
         return pose
 

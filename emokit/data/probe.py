@@ -29,6 +29,7 @@ class VideoInfo:
     audio_stream: int | None
     video_start_s: float
     audio_start_s: float | None
+    video_streams: int = 1  # how many video streams the file has (the first is used)
 
     @property
     def has_audio(self) -> bool:
@@ -100,4 +101,5 @@ def probe(path: str | Path) -> VideoInfo:
             audio_stream=a.index if a is not None else None,
             video_start_s=_start_s(v, origin),
             audio_start_s=_start_s(a, origin) if a is not None else None,
+            video_streams=len(container.streams.video),
         )

@@ -82,8 +82,10 @@ SHARD_SCHEMA = pa.schema(
         ("face_boxes", pa.list_(_F4)),  # per frame, crop pixels x0, y0, x1, y1
         ("face_detected", pa.list_(pa.bool_())),  # per frame; false where interpolated
         ("face_mask_box", _F4),  # union of face_boxes (EMO's face-region mask)
-        ("pose", pa.list_(_F6)),  # per frame yaw, pitch, roll (deg), tx, ty, tz (model units)
-        ("velocity", pa.list_(pa.float32())),  # per frame, deg/frame, angle of relative rotation
+        # per frame yaw, pitch, roll (deg), tx, ty, tz (model units ≈ cm); smoothed over distinct
+        # frames (emokit.data.pose.smooth_poses), held frames repeat their original's pose
+        ("pose", pa.list_(_F6)),
+        ("velocity", pa.list_(pa.float32())),  # per frame, deg per 30 FPS frame: angle of R_{t-1}^T R_t
         ("velocity_axes", pa.list_(_F3)),  # per frame signed yaw, pitch, roll rates, deg/frame
         ("audio_model", pa.string()),
         ("audio_shape", pa.list_(pa.int32())),  # (frames, layers, dim)
@@ -95,6 +97,9 @@ SHARD_SCHEMA = pa.schema(
         ("gap_frames", pa.int32()),  # frames whose face box was interpolated
         ("jump_cut_split", pa.bool_()),
         ("flags", pa.list_(pa.string())),  # e.g. multi_face, small_face, hands, captions, no_audio
+        # Crops that stay in the picture (issue 12 item 4): the share of the crop square outside the
+        # source frame, filled with a blurred mirror (emokit.data.crop); flag "padded" above 0.05.
+        ("padded_frac", pa.float32()),
         # Audio-visual sync (emokit.data.avsync / emokit.data.syncnet); flags av_offset, no_lipsync.
         ("av_offset_frames", pa.int32()),  # audio late positive, 30 FPS frames; null if not reliable
         ("av_sync_confidence", pa.float32()),  # method's confidence; null when nothing to measure
@@ -128,13 +133,42 @@ def write_table(
     table = pa.Table.from_pylist(rows, schema=schema)
     table = table.replace_schema_metadata(_metadata(kind, extra_meta))
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
+        pq.write_table(
+            table, tmp, compression="zstd", row_group_size=row_group_size, write_page_checksum=True
+        )
 
 
-def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
-    """Read an emokit Parquet file, refusing ones written with another schema version."""
-    meta = pq.read_schema(path).metadata or {}
-    version = meta.get(b"schema_version", b"?").decode()
-    if version != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {version}, this emokit reads {SCHEMA_VERSION}")
-    return pq.read_table(path, columns=columns)
+class CorruptFileError(ValueError):
+    """An emokit file that cannot be read back (truncated, overwritten, not Parquet)."""
+
+
+def read_table(path: str | Path, columns: list[str] | None = None, filters: Any = None) -> pa.Table:
+    """Read an emokit Parquet file, refusing ones written with another schema version.
+
+    Pages are checked against their checksums; any failure is one line naming the file."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        version = meta.get(b"schema_version", b"?").decode()
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"{path}: schema_version {version}, this emokit reads {SCHEMA_VERSION}")
+        return pq.read_table(path, columns=columns, filters=filters, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise CorruptFileError(f"{path}: unreadable or corrupt Parquet file ({_first_line(e)})") from None
+
+
+def verify_table(path: str | Path) -> None:
+    """Read every page of a Parquet file, one row group at a time (bounded memory), so a file
+    damaged anywhere raises CorruptFileError naming it instead of being counted as good."""
+    try:
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+        for i in range(pf.num_row_groups):
+            pf.read_row_group(i)
+    except (OSError, pa.ArrowException) as e:
+        raise CorruptFileError(f"{path}: unreadable or corrupt Parquet file ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -61,6 +61,12 @@ class Wav2Vec2Config:
     @classmethod
     def from_json(cls, path: Path) -> Wav2Vec2Config:
         raw = json.loads(Path(path).read_text())
+        model_type = raw.get("model_type", "wav2vec2")
+        if model_type != "wav2vec2":  # HuBERT, WavLM, data2vec...: other layers or weight names
+            raise ValueError(
+                f"{path}: model_type {model_type!r} is not implemented; emokit loads Wav2Vec2 "
+                f"checkpoints (model_type 'wav2vec2') only"
+            )
         known = {f.name for f in fields(cls)}
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
         cfg = cls(**kw)
@@ -232,9 +238,15 @@ class Wav2Vec2Net(nn.Module):
                 if key.startswith(old):
                     mine[new + key[len(old) :]] = value
                     break
-        missing, _unexpected = self.load_state_dict(mine, strict=False, assign=assign)
+        expected = set(self.state_dict())
+        missing, unexpected = sorted(expected - set(mine)), sorted(set(mine) - expected)
         if missing:
             raise ValueError(f"checkpoint lacks {len(missing)} weights, e.g. {missing[0]}")
+        if unexpected:  # weights of layers this network does not have: not Wav2Vec2 after all
+            raise ValueError(
+                f"checkpoint has {len(unexpected)} weights this Wav2Vec2 lacks, e.g. {unexpected[0]}"
+            )
+        self.load_state_dict(mine, strict=True, assign=assign)
         self.pos_conv.fold()
 
 

@@ -10,11 +10,18 @@ Layout of one run (``RUN``)::
 A checkpoint folder is written under a hidden temp name and renamed into place, so a run killed at
 any moment leaves the previous checkpoint intact; older step folders are removed only after the new
 one exists. Several files cannot be swapped at once in place, hence one folder per checkpoint.
+
+Integrity: ``train.json`` lists the SHA-256 of every other file of its folder; loading verifies
+them and checks the weights are finite, so a damaged file is one line naming it, never a silent
+NaN model. The two newest step folders are kept, so a corrupt latest one falls back to the one
+before it (with a warning); a corrupt ``final`` is not taken as a finished stage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -22,13 +29,19 @@ from typing import Any
 
 import torch
 from diffusers import DDPMScheduler
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 # CheckpointError: one error type for every unusable checkpoint
+from emokit.data.atomic import fsync_dir
 from emokit.models import CheckpointError, EMOConfig, EMOModel, read_config
+from emokit.models.pretrained import load_tensors
 from emokit.train.noise import SCHEDULER_DIR
 
+log = logging.getLogger(__name__)
+
 FINAL = "final"
+KEEP_STEPS = 2  # step folders kept: the latest and one to fall back to when it is damaged
+HASHES = "sha256"  # train.json key: relative path -> SHA-256 of every other file of the folder
 STEP_PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
 MODEL_DIR, EMA_FILE, STATE_FILE, INFO_FILE = "model", "ema/ema.safetensors", "state.pt", "train.json"
@@ -79,6 +92,7 @@ def write_checkpoint(
     scheduler.save_pretrained(tmp / SCHEDULER_DIR)
     if state is not None:
         torch.save(state, tmp / STATE_FILE)
+    info = {**info, HASHES: file_hashes(tmp)}
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
     _fsync_tree(tmp)
     if dest.exists():  # same name again: move the old one aside first, drop it after the swap
@@ -88,6 +102,7 @@ def write_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, dest)
+    fsync_dir(dest.parent)
     return dest
 
 
@@ -100,21 +115,119 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def prune(sdir: Path, keep: Path | None) -> None:
-    """Remove temp folders of killed runs and every step folder except ``keep``."""
+    """Remove temp folders of killed runs and old step folders: ``keep`` and the newest one
+    before it stay (``KEEP_STEPS``), to fall back to if ``keep`` is damaged; ``keep=None``
+    (the stage finished) removes every step folder."""
     for path in sdir.glob(f"{TMP_PREFIX}*"):
         shutil.rmtree(path, ignore_errors=True)
-    for path in sdir.glob(f"{STEP_PREFIX}*"):
-        if keep is None or path.resolve() != keep.resolve():
+    steps = sorted(p for p in sdir.glob(f"{STEP_PREFIX}*") if p.is_dir())
+    older = [] if keep is None else [p for p in steps if p.name < keep.name][-(KEEP_STEPS - 1) :]
+    for path in steps:
+        if keep is None or (path.name != keep.name and path not in older):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` except train.json, by relative POSIX path."""
+    return {
+        p.relative_to(folder).as_posix(): _sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != INFO_FILE
+    }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_verified: set[tuple[str, int]] = set()  # (folder, train.json mtime): hashed once per process
+
+
+def verify_checkpoint(checkpoint: Path) -> None:
+    """Raise CheckpointError naming the first file of ``checkpoint`` that is missing or differs
+    from the SHA-256 its train.json recorded (folders written before checksums pass)."""
+    info_path = checkpoint / INFO_FILE
+    try:
+        key = (str(checkpoint.resolve()), info_path.stat().st_mtime_ns)
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{info_path}: unreadable checkpoint info ({e})") from None
+    if key in _verified:
+        return
+    for rel, digest in (info.get(HASHES) or {}).items():
+        path = checkpoint / rel
+        try:
+            ok = _sha256(path) == digest
+        except OSError as e:
+            raise CheckpointError(f"{path}: missing or unreadable checkpoint file ({e.strerror})") from None
+        if not ok:
+            raise CheckpointError(f"{path}: checksum mismatch, the checkpoint file is corrupt")
+    _verified.add(key)
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights with NaN/inf: they give black videos or NaN losses, never an error."""
+    for name, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: weight {name} has NaN or infinite values")
+
+
+def usable_checkpoint(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` verifies; a damaged one is a warning naming its file."""
+    try:
+        verify_checkpoint(checkpoint)
+    except CheckpointError as e:
+        log.warning("%s; not using it", e)
+        return False
+    return True
+
+
+def latest_usable_checkpoint(sdir: Path) -> Path | None:
+    """The newest step folder that verifies, falling back past damaged ones with a warning;
+    CheckpointError when step folders exist but none verifies (nothing is silently restarted)."""
+    steps = sorted(p for p in sdir.glob(f"{STEP_PREFIX}*") if p.is_dir() and (p / INFO_FILE).is_file())
+    for path in reversed(steps):
+        if usable_checkpoint(path):
+            return path
+    if steps:
+        raise CheckpointError(
+            f"{sdir}: every step checkpoint is damaged ({', '.join(p.name for p in steps)})"
+        )
+    return None
+
+
+def verified_final(run_dir: str | Path, stage: int) -> Path | None:
+    """The stage's final folder if it verifies; None when there is none, or when it is damaged
+    and a step folder is left to resume from (a warning names the file). Damaged with nothing to
+    resume from: CheckpointError (the user decides whether to train the stage again)."""
+    final = final_checkpoint(run_dir, stage)
+    if final is None or usable_checkpoint(final):
+        return final
+    if latest_checkpoint(stage_dir(run_dir, stage)) is None:
+        verify_checkpoint(final)  # raises the one-line reason naming the damaged file
+    return None
 
 
 def load_ema(checkpoint: Path) -> dict[str, torch.Tensor]:
     path = checkpoint / EMA_FILE
-    return load_file(path) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    verify_checkpoint(checkpoint)
+    try:
+        ema = load_tensors(path)
+    except Exception as e:  # noqa: BLE001 — safetensors raises its own error types
+        raise CheckpointError(f"{path}: unreadable weights ({e})") from None
+    check_finite(ema, path)
+    return ema
 
 
 def load_state(checkpoint: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Optimizer state and step of a step checkpoint (plain tensors and numbers only)."""
+    verify_checkpoint(checkpoint)
     return torch.load(checkpoint / STATE_FILE, map_location=device, weights_only=True)
 
 
@@ -131,7 +244,9 @@ def apply_ema(model: EMOModel, ema: dict[str, torch.Tensor]) -> None:
 
 def load_checkpoint_model(checkpoint: Path, ema: bool = True) -> EMOModel:
     """The model of a checkpoint folder, with its EMA weights applied when ``ema``."""
+    verify_checkpoint(checkpoint)
     model = EMOModel.from_pretrained(checkpoint / MODEL_DIR)
+    check_finite(dict(model.named_parameters()), checkpoint / MODEL_DIR)
     if ema:
         apply_ema(model, load_ema(checkpoint))
     return model

@@ -209,7 +209,11 @@ class _RowCache:
     def get(self, clip: Clip) -> tuple[bytes, bytes | None]:
         key = (clip.shard, clip.row_group)
         if key != self.key or self.table is None:
-            self.table = pq.ParquetFile(clip.shard).read_row_group(clip.row_group, columns=_MEDIA_COLUMNS)
+            try:  # page checksums: a shard damaged on disk is a bad clip naming its file, not garbage
+                pf = pq.ParquetFile(clip.shard, page_checksum_verification=True)
+                self.table = pf.read_row_group(clip.row_group, columns=_MEDIA_COLUMNS)
+            except (OSError, pa.ArrowException) as e:
+                raise ClipError(f"{clip.shard}: corrupt row group {clip.row_group} ({e})") from None
             self.key = key
         video = self.table.column("video_mp4")[clip.row].as_py()
         if not video:

@@ -135,7 +135,7 @@ def train(
         )
     run_dir, t0 = Path(run_dir), time.perf_counter()
     sdir = ckpt.stage_dir(run_dir, stage)
-    final = ckpt.final_checkpoint(run_dir, stage)
+    final = ckpt.verified_final(run_dir, stage)  # a damaged final is no finished stage
     if final is not None:
         info = ckpt.read_info(final)
         if int(os.environ.get("RANK", "0")) == 0:  # a kill right after `final` left step folders
@@ -169,7 +169,7 @@ def train(
         )
 
     # ---- model: resume > previous stage > --init > fresh ------------------------------------
-    resume = ckpt.latest_checkpoint(sdir)
+    resume = ckpt.latest_usable_checkpoint(sdir)
     model, origin, source, preset = _load_model(
         run_dir, stage, cfg, resume, init, motion_adapter, next(iter(audio_dims), None)
     )
