@@ -25,7 +25,7 @@ from emokit.data.audio import AudioError, load_audio
 from emokit.data.avsync import mouth_audio_sync
 from emokit.data.decode import VideoError, frame_times, read_frames
 from emokit.data.mouth import mouth_correlation, mouth_opening
-from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity
+from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity, smooth_poses
 from emokit.evaluate.metrics import psnr, ssim
 
 FPS = 30
@@ -101,16 +101,20 @@ def _match_size(ref: np.ndarray, gen: np.ndarray) -> np.ndarray:
 
 def _mesh_pass(frames: np.ndarray) -> tuple[list[np.ndarray | None], dict[str, float] | None]:
     """One face-mesh pass: landmarks per frame (None: no face) and head-speed statistics."""
-    marks, poses = [], []
+    marks, poses, holds = [], [], []
     with HeadPoseEstimator() as est:
         for f in frames:
             poses.append(est(f))
-            marks.append(est.last_landmarks if poses[-1] is not None else None)
+            prev = marks[-1] if marks else None
+            marks.append(est.landmarks)
+            holds.append(
+                prev is not None and est.landmarks is not None and np.array_equal(est.landmarks, prev)
+            )
     try:
         filled, _ = fill_missing(poses)
     except PoseError:
         return marks, None
-    speed, _ = rotation_velocity(filled)
+    speed, _ = rotation_velocity(smooth_poses(filled, np.array(holds)))  # as `emokit label` does
     stats = dict(
         mean=float(speed.mean()), median=float(np.median(speed)), p95=float(np.percentile(speed, 95))
     )
@@ -138,7 +142,7 @@ def face_crops(frames: np.ndarray, marks: list[np.ndarray | None], size: int, lo
     last = np.array([0.0, 0.0, float(size), float(size)])
     for i, pts in enumerate(marks):
         if pts is not None:
-            last = np.concatenate([pts.min(0), pts.max(0)])
+            last = np.concatenate([pts[:, :2].min(0), pts[:, :2].max(0)])
         boxes[i] = last
     if lower:
         squares = mouth_squares(boxes)
