@@ -22,7 +22,6 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from emokit.data.audio import load_audio  # noqa: E402
@@ -31,6 +30,7 @@ from emokit.data.crop import square_crop_box  # noqa: E402
 from emokit.data.decode import frame_times, read_frames  # noqa: E402
 from emokit.data.faces import FaceDetector  # noqa: E402
 from emokit.data.mouth import mouth_opening_series  # noqa: E402
+from emokit.data.syncnet import square_crops  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CLIPS = {  # file: video stream (speaker_d's video is stream 1)
@@ -66,15 +66,8 @@ def windows(window_s: float, size: int):
             frames = list(read_frames(path, a, b, FPS, stream))
             with FaceDetector() as det:
                 box = det(frames[0])[0]
-            x0, y0, x1, y1 = square_crop_box(box.xyxy(), 1.5, (frames[0].shape[1], frames[0].shape[0]))
-
-            def crop(f):
-                m = cv2.getAffineTransform(
-                    np.float32([[x0, y0], [x1, y0], [x0, y1]]), np.float32([[0, 0], [size, 0], [0, size]])
-                )
-                return cv2.warpAffine(f, m, (size, size), flags=cv2.INTER_AREA)
-
-            crops = [crop(f) for f in frames]
+            x0, y0, x1, _ = square_crop_box(box.xyxy(), 1.5, (frames[0].shape[1], frames[0].shape[0]))
+            crops = list(square_crops(np.stack(frames), np.tile([x0, y0, x1 - x0], (len(frames), 1)), size))
             mouth = mouth_opening_series(crops)
             still = mouth_opening_series([crops[0]] * len(crops))
             yield f"{name[:9]}@{a:.0f}s", mouth, still, load_audio(path, a, b, SR)
@@ -103,7 +96,8 @@ def main() -> None:
             moved.append((s, r))
             if base.lag_frames is not None and r.lag_frames is not None:
                 rel.append(r.lag_frames - base.lag_frames - s)
-        print(f"{name:<16} unmoved lag {base.lag_frames:+d} conf {base.confidence:.2f} flags {list(base.flags)}")
+        conf = f"{base.confidence:.2f}"
+        print(f"{name:<16} unmoved lag {base.lag_frames:+d} conf {conf} flags {list(base.flags)}")
         foreign = [w[3] for j, w in enumerate(wins) if j != i and w[0][:9] != name[:9]] + others
         other += [mouth_audio_sync(mouth, a[: len(audio)], FPS, SR) for a in foreign]
         still.append(mouth_audio_sync(held, audio, FPS, SR))
@@ -114,11 +108,13 @@ def main() -> None:
     print(f"  lag within 2 frames of the truth: {np.mean(lag_ok):.2f}")
     print(f"  lag change vs the unmoved window within 1 frame of the shift: {np.mean(np.abs(rel) <= 1):.2f}")
     ok_stored = np.mean([abs(r.offset_frames - s) <= 2 for s, r in stored]) if stored else float("nan")
-    print(f"  offset stored in {len(stored) / len(moved):.2f} of trials; within 2 frames where stored: {ok_stored:.2f}")
+    print(f"  offset stored in {len(stored) / len(moved):.2f} of trials")
+    print(f"  within 2 frames of the truth where stored: {ok_stored:.2f}")
     print(f"  confidence: {_dist([r.confidence for _, r in moved])}")
     print(f"  no_lipsync (false): {np.mean(['no_lipsync' in r.flags for _, r in moved]):.2f}")
     for label, group in (("other speaker's audio", other), ("still face with speech", still)):
-        print(f"{label} ({len(group)} trials): no_lipsync {np.mean(['no_lipsync' in r.flags for r in group]):.2f}")
+        flagged = np.mean(["no_lipsync" in r.flags for r in group])
+        print(f"{label} ({len(group)} trials): no_lipsync {flagged:.2f}")
         print(f"  confidence: {_dist([r.confidence for r in group])}")
         print(f"  offset stored (false): {np.mean([r.offset_frames is not None for r in group]):.2f}")
 

@@ -69,21 +69,18 @@ def test_silence_and_missing_face_measure_nothing():
 
 
 def test_label_rows_carry_the_sync_columns(media):
-    """label_window fills the schema columns from the crop's face mesh (no torch in the worker)."""
+    """label_window fills the schema columns from the crop's face mesh (no torch in the worker):
+    a still face with speech is flagged in the shard row."""
     cfg = LabelConfig(size=128)
-    rows, windows = {}, {}
-    for name in ("late", "still"):
-        w = dict(clip_id=name, source_path=str(media[name]), source_sha256="x", start_s=0.0, end_s=DUR,
-                 video_stream=0, has_audio=True)  # fmt: skip
-        windows[name] = label_window(w, cfg, bounds=(1.0, 12.0), threads=1)
-        (rows[name],) = [dict(r) for r in windows[name].rows]
-    late, still = rows["late"], rows["still"]
-    assert late["status"] == still["status"] == "ok"
-    assert late["av_method"] == still["av_method"] == "mouth_motion"
-    assert "no_lipsync" in still["flags"] and "no_lipsync" not in late["flags"]
-    assert late["av_sync_confidence"] > still["av_sync_confidence"]
-    if late["av_offset_frames"] is not None:
-        assert abs(late["av_offset_frames"] - 6) <= 2
+    w = dict(clip_id="still", source_path=str(media["still"]), source_sha256="x", start_s=0.0, end_s=4.0,
+             video_stream=0, has_audio=True)  # fmt: skip
+    wl = label_window(w, cfg, bounds=(1.0, 12.0), threads=1)
+    (row,) = wl.rows
+    assert row["status"] == "ok" and row["av_method"] == "mouth_motion"
+    assert (
+        "no_lipsync" in row["flags"] and row["av_sync_confidence"] == 0.0 and row["av_offset_frames"] is None
+    )
+    windows = {"still": wl}
 
     # --syncnet: the parent replaces the label with SyncNet's, computed on the row's own crop mp4,
     # face boxes and audio (a tiny random network here, so only the bookkeeping can be asserted).
@@ -98,7 +95,7 @@ def test_label_rows_carry_the_sync_columns(media):
     )
     stage = _AudioStage(cfg, "cpu", 1, needed=False, syncnet=tiny.eval())
     try:
-        for name, wl in windows.items():
+        for wl in windows.values():
             stage.attach(wl)
             (r,) = wl.rows
             assert r["av_method"] == "syncnet" and np.isfinite(r["av_sync_confidence"])

@@ -22,7 +22,6 @@ EYE_CORNERS = (33, 263)
 __all__ = [
     "EYE_CORNERS",
     "INNER_LIP_PAIRS",
-    "MouthTracker",
     "mouth_correlation",
     "mouth_opening",
     "mouth_opening_series",
@@ -44,55 +43,17 @@ def mouth_opening(landmarks: np.ndarray) -> float:
     return float(gap / eyes) if eyes > 0 else float("nan")
 
 
-class MouthTracker:
-    """MediaPipe face mesh in tracking mode (as emokit.data.pose runs it) → landmarks per frame.
-
-    Call on consecutive RGB uint8 frames of one video; returns [468, 2] pixels or None.
-    """
-
-    def __init__(self, min_confidence: float = 0.5) -> None:
-        import mediapipe as mp
-
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False,
-            max_num_faces=1,
-            refine_landmarks=False,
-            min_detection_confidence=min_confidence,
-            min_tracking_confidence=min_confidence,
-        )
-        self._tracking = False
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 frame HxWx3, got {frame.shape} {frame.dtype}")
-        frame = np.ascontiguousarray(frame)
-        res = self._mesh.process(frame)
-        if res.multi_face_landmarks and not self._tracking:
-            # The first answer comes from the detector's ROI, later ones from the previous
-            # landmarks (see emokit.data.pose): run it again so frame 0 is in the same regime.
-            res = self._mesh.process(frame)
-        self._tracking = bool(res.multi_face_landmarks)
-        if not res.multi_face_landmarks:
-            return None
-        h, w = frame.shape[:2]
-        return np.array([(p.x * w, p.y * h) for p in res.multi_face_landmarks[0].landmark])
-
-    def close(self) -> None:
-        self._mesh.close()
-
-    def __enter__(self) -> MouthTracker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def mouth_opening_series(frames: Iterable[np.ndarray]) -> np.ndarray:
-    """Per-frame :func:`mouth_opening` of RGB uint8 frames [F] (float64), NaN where no face."""
+    """Per-frame :func:`mouth_opening` of RGB uint8 frames [F] (float64), NaN where no face.
+
+    The mesh runs per frame as emokit.data.pose's estimator runs it (static-image mode), so a
+    held frame reads exactly the same as its original."""
+    from emokit.data.pose import HeadPoseEstimator  # the project's one way to run the face mesh
+
     out = []
-    with MouthTracker() as tracker:
+    with HeadPoseEstimator() as est:
         for frame in frames:
-            pts = tracker(frame)
+            pts = est.mesh(frame)
             out.append(np.nan if pts is None else mouth_opening(pts))
     return np.array(out, dtype=np.float64)
 

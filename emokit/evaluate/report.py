@@ -24,8 +24,8 @@ import numpy as np
 from emokit.data.audio import AudioError, load_audio
 from emokit.data.avsync import mouth_audio_sync
 from emokit.data.decode import VideoError, frame_times, read_frames
-from emokit.data.mouth import MouthTracker, mouth_correlation, mouth_opening
-from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity
+from emokit.data.mouth import mouth_correlation, mouth_opening
+from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity, smooth_poses
 from emokit.evaluate.metrics import psnr, ssim
 
 FPS = 30
@@ -77,13 +77,13 @@ class EvalReport:
             Path(tmp).write_text(json.dumps(asdict(self), indent=2, allow_nan=False) + "\n")
 
 
-def _read(path: Path, what: str, fps: float = FPS) -> tuple[np.ndarray, float, float]:
-    """All frames of ``path`` at ``fps`` and the video's (start, end) seconds."""
+def _read(path: Path, what: str, max_width: int | None = None) -> tuple[np.ndarray, float, float]:
+    """All frames of ``path`` at FPS (at most ``max_width`` wide) and the video's start, end (s)."""
     try:
         t = frame_times(path)
-        step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0 / fps
+        step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0 / FPS
         start, end = float(t[0]), float(t[-1]) + step
-        return np.stack(list(read_frames(path, start, end, fps))), start, end
+        return np.stack(list(read_frames(path, start, end, FPS, max_width=max_width))), start, end
     except VideoError as e:
         raise EvaluateError(f"{what}: {e}") from e
 
@@ -99,20 +99,26 @@ def _match_size(ref: np.ndarray, gen: np.ndarray) -> np.ndarray:
     return np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in ref])
 
 
-def _landmarks(frames: np.ndarray) -> list[np.ndarray | None]:
-    with MouthTracker() as tracker:
-        return [tracker(f) for f in frames]
-
-
-def _speed_stats(frames: np.ndarray) -> dict[str, float] | None:
+def _mesh_pass(frames: np.ndarray) -> tuple[list[np.ndarray | None], dict[str, float] | None]:
+    """One face-mesh pass: landmarks per frame (None: no face) and head-speed statistics."""
+    marks, poses, holds = [], [], []
     with HeadPoseEstimator() as est:
-        poses = [est(f) for f in frames]
+        for f in frames:
+            poses.append(est(f))
+            prev = marks[-1] if marks else None
+            marks.append(est.landmarks)
+            holds.append(
+                prev is not None and est.landmarks is not None and np.array_equal(est.landmarks, prev)
+            )
     try:
         filled, _ = fill_missing(poses)
     except PoseError:
-        return None
-    speed, _ = rotation_velocity(filled)
-    return dict(mean=float(speed.mean()), median=float(np.median(speed)), p95=float(np.percentile(speed, 95)))
+        return marks, None
+    speed, _ = rotation_velocity(smooth_poses(filled, np.array(holds)))  # as `emokit label` does
+    stats = dict(
+        mean=float(speed.mean()), median=float(np.median(speed)), p95=float(np.percentile(speed, 95))
+    )
+    return marks, stats
 
 
 def _audio(path: Path | None, start: float, end: float, what: str) -> np.ndarray | None:
@@ -136,7 +142,7 @@ def face_crops(frames: np.ndarray, marks: list[np.ndarray | None], size: int, lo
     last = np.array([0.0, 0.0, float(size), float(size)])
     for i, pts in enumerate(marks):
         if pts is not None:
-            last = np.concatenate([pts.min(0), pts.max(0)])
+            last = np.concatenate([pts[:, :2].min(0), pts[:, :2].max(0)])
         boxes[i] = last
     if lower:
         squares = mouth_squares(boxes)
@@ -164,15 +170,15 @@ def evaluate(
     """
     nets = _load_nets(syncnet, inception, i3d, arcface)
     gen_path, ref_path = Path(generated), Path(reference)
-    gen, g0, g1 = _read(gen_path, "generated")
-    ref, r0, r1 = _read(ref_path, "reference")
+    gen, g0, _ = _read(gen_path, "generated")
+    ref, r0, _ = _read(ref_path, "reference", max_width=gen.shape[2])  # never held at full size
     n = min(len(gen), len(ref))
-    gen, ref = gen[:n], _match_size(ref[:n], gen[:n])
     notes = []
     if len(gen) != len(ref):
-        notes.append("videos differ in length: compared over the shorter")
+        notes.append(f"videos differ in length ({len(gen)} and {len(ref)} frames): compared over the shorter")
+    gen, ref = gen[:n], _match_size(ref[:n], gen[:n])
     score = psnr(gen, ref)
-    g_marks, r_marks = _landmarks(gen), _landmarks(ref)
+    (g_marks, g_speed), (r_marks, r_speed) = _mesh_pass(gen), _mesh_pass(ref)
     g_mouth = np.array([np.nan if p is None else mouth_opening(p) for p in g_marks])
     r_mouth = np.array([np.nan if p is None else mouth_opening(p) for p in r_marks])
     corr = mouth_correlation(g_mouth, r_mouth)
@@ -186,7 +192,6 @@ def evaluate(
     r_sync = mouth_audio_sync(r_mouth, ref_speech, FPS, SR)
     if speech is None:
         notes.append("A/V sync: no audio (pass --audio or a generated file with sound)")
-    g_speed, r_speed = _speed_stats(gen), _speed_stats(ref)
     report = EvalReport(
         generated=str(gen_path),
         reference=str(ref_path),
