@@ -24,7 +24,7 @@ from emokit.data.encode import Mp4Writer
 from emokit.data.faces import FaceBox, FaceDetector
 from emokit.data.frames import WindowFrames
 from emokit.data.ingest import clip_id
-from emokit.data.jumpcuts import find_jump_cuts
+from emokit.data.jumpcuts import crop_look, dropped_by_cuts, find_jump_cuts
 from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity
 from emokit.data.quality import HandsDetector, caption_score
 from emokit.data.schema import OK, REJECTED, SHARD_SCHEMA
@@ -88,6 +88,7 @@ class _Part:
     pose_found: np.ndarray
     mp4: bytes
     hands_frac: float
+    looks: np.ndarray  # [F, 32, 32] uint8 grey thumbnails of the crops (jump-cut appearance)
 
 
 class _NotKept(Exception):
@@ -104,6 +105,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
         audio = audio[round(start / cfg.fps * AUDIO_SR) : round(end / cfg.fps * AUDIO_SR)]
     buf = io.BytesIO()
     poses = []
+    looks = []
     with (
         HeadPoseEstimator() as est,
         HandsDetector(every=HANDS_EVERY) as hands,
@@ -120,10 +122,11 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
         for i in range(start, end):
             crop = frames.crop(i, crop_box, cfg.size)
             poses.append(est(crop))
+            looks.append(crop_look(crop))
             hands.add(crop)
             mp4.write(crop)
     poses_arr, found = fill_missing(poses)
-    return _Part(start, end, crop_box, poses_arr, found, buf.getvalue(), hands.fraction)
+    return _Part(start, end, crop_box, poses_arr, found, buf.getvalue(), hands.fraction, np.stack(looks))
 
 
 @dataclass
@@ -231,10 +234,13 @@ def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, thr
     # The whole window is cropped, posed and encoded in one pass; a window that jump cuts split
     # (rare) is done again per piece, each with its own crop box.
     whole = _make_part(frames, boxes, 0, len(frames), cfg, audio, threads)
-    cuts = find_jump_cuts(boxes, whole.poses[:, :3], cfg.jump_box_frac, cfg.jump_rotation_deg)
+    cuts = find_jump_cuts(boxes, whole.looks, cfg.jump_score)
     pieces = frame_windows(len(frames), fps, cuts, *bounds)
+    dropped, drop_reason = dropped_by_cuts(len(frames), fps, cuts, pieces, bounds[0], window["start_s"])
     if not pieces:
-        return _rejected(window, f"jump cuts at frames {cuts} leave no piece of {bounds[0]:g} s or more")
+        rejected = _rejected(window, f"jump cuts at frames {cuts} leave no piece of {bounds[0]:g} s or more")
+        rejected.rows[0].update(dropped_frames=dropped, drop_reason=drop_reason)
+        return rejected
     split = pieces != [(0, len(frames))]
     parts = (
         [whole] if not split else [_make_part(frames, boxes, a, b, cfg, audio, threads) for a, b in pieces]
@@ -243,6 +249,8 @@ def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, thr
         _part_row(window, cfg, track, part, k, split, captions, audio is not None, audio_reason)
         for k, part in enumerate(parts)
     ]
+    for row in rows:
+        row.update(dropped_frames=dropped, drop_reason=drop_reason)
     return WindowLabels(rows, len(frames), [p.start for p in parts], audio)
 
 

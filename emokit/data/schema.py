@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from emokit import __version__
 from emokit.data.atomic import atomic_path
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 OK = "ok"
 REJECTED = "rejected"
@@ -95,6 +95,11 @@ SHARD_SCHEMA = pa.schema(
         ("gap_frames", pa.int32()),  # frames whose face box was interpolated
         ("jump_cut_split", pa.bool_()),
         ("flags", pa.list_(pa.string())),  # e.g. multi_face, small_face, hands, captions, no_audio
+        # Jump cuts (emokit.data.jumpcuts): frames of the parent window that no clip keeps (pieces
+        # between jump cuts shorter than the clip minimum), the same on every row of that window;
+        # 0 and null when nothing was dropped.
+        ("dropped_frames", pa.int32()),
+        ("drop_reason", pa.string()),  # one line, e.g. "tail 0.77 s after the jump cut at 9.23 s ..."
     ]
 )
 
