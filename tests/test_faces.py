@@ -152,7 +152,7 @@ def test_jump_cuts_on_a_synthetic_box_series():
     centre += rng.normal(0, 1.5, centre.shape)  # detector jitter
     boxes = np.column_stack([centre - side[:, None] / 2, centre + side[:, None] / 2])
     assert box_steps(boxes)[80] > 0.7
-    assert find_jump_cuts(boxes, None, box_frac=0.25) == [80, 150]
+    assert find_jump_cuts(boxes) == [80, 150]
     assert frame_windows(n, 30, [80, 150], 1.0, 12.0) == [
         (0, 80),
         (80, 150),
@@ -177,6 +177,6 @@ def test_jump_cut_found_where_two_real_speakers_are_joined(videos, detector):
     b = list(read_frames(videos / "speaker_b_30fps_1080x1920.mp4", 2.0, 5.5, max_width=540))
     track = track_main_face([detector(f) for f in a + b], 30, 0.5, frame_size=(540, 960))
     assert track.ok and track.gap_frames < 5
-    cuts = find_jump_cuts(track.boxes, None, box_frac=0.25)
+    cuts = find_jump_cuts(track.boxes)
     assert cuts == [len(a)]
     assert frame_windows(len(a) + len(b), 30, cuts, 3.0, 12.0) == [(0, 105), (105, 210)]

@@ -10,7 +10,6 @@ from conftest import read_rgb
 from emokit.data.crop import clip_crop_box, crop_square, square_crop_box
 from emokit.data.decode import read_frames
 from emokit.data.faces import FaceDetector
-from emokit.data.jumpcuts import find_jump_cuts
 from emokit.data.pose import (
     MESH_INDICES,
     MODEL_POINTS,
@@ -285,15 +284,3 @@ def test_no_face_gives_none_and_bad_crop_raises():
         assert est(np.full((256, 256, 3), 90, np.uint8)) is None
         with pytest.raises(PoseError):
             est(np.zeros((256, 256), np.uint8))
-
-
-def test_rotation_jump_is_a_cut_but_a_fast_turn_is_not():
-    n = 120
-    boxes = np.tile([100.0, 100.0, 200.0, 200.0], (n, 1))
-    rot = np.zeros((n, 3))
-    rot[:, 0] = np.concatenate([np.linspace(0, 10, 60), np.linspace(40, 45, 60)])  # 30° jump at 60
-    rot[20:40, 1] = np.linspace(0, 60, 20)  # 3°/frame nod: fast but continuous
-    rot[40:, 1] = 60.0
-    rot[90, :] = np.nan  # a frame without pose is ignored
-    assert find_jump_cuts(boxes, rot, box_frac=0.25, rotation_deg=20.0) == [60]
-    assert find_jump_cuts(boxes, None) == []

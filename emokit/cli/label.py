@@ -22,6 +22,9 @@ from emokit.cli.common import (
 )
 
 
+DROPS_SHOWN = 5  # windows whose dropped frames the summary spells out
+
+
 @app.command("label")
 def label_command(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder made by `emokit ingest`.")],
@@ -82,6 +85,15 @@ def label_command(
         f"({s.split_windows} windows split at jump cuts); {len(s.rejected)} rejected\n"
         f"shards: {s.shards_dir} ({s.shards_written} written, {s.shards_skipped} already done)"
     )
+    if s.dropped_frames:
+        typer.echo(
+            f"jump cuts dropped {s.dropped_frames} frames ({s.dropped_frames / cfg.fps:.2f} s) "
+            f"in {len(s.drop_reasons)} window(s):"
+        )
+        for parent, why in list(s.drop_reasons.items())[:DROPS_SHOWN]:
+            typer.echo(f"  {parent}: {why}")
+        if len(s.drop_reasons) > DROPS_SHOWN:
+            typer.echo(f"  ... and {len(s.drop_reasons) - DROPS_SHOWN} more (shard column drop_reason)")
     if s.flags:
         typer.echo("flags: " + ", ".join(f"{k} {v}" for k, v in s.flags.most_common()))
     print_reasons("rejected by reason:", s.rejected_by_reason)

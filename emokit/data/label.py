@@ -62,6 +62,8 @@ class LabelSummary:
     clips: int = 0
     clip_seconds: float = 0.0
     split_windows: int = 0
+    dropped_frames: int = 0  # window frames no clip keeps (pieces between jump cuts too short)
+    drop_reasons: dict[str, str] = field(default_factory=dict)  # parent clip id → why
     flags: Counter[str] = field(default_factory=Counter)
     rejected: dict[str, str] = field(default_factory=dict)  # clip id → reason
 
@@ -297,6 +299,7 @@ def _finished_parents(path: Path, meta: dict[str, str]) -> list[str] | None:
 
 def _count(summary: LabelSummary, dataset: Path, indices: list[int]) -> None:
     cols = ["clip_id", "parent_clip_id", "status", "reason", "num_frames", "fps", "jump_cut_split", "flags"]
+    cols += ["dropped_frames", "drop_reason"]
     split_parents = set()
     for k in indices:
         if not shard_path(dataset, k).exists():
@@ -310,4 +313,7 @@ def _count(summary: LabelSummary, dataset: Path, indices: list[int]) -> None:
                     split_parents.add(r["parent_clip_id"])
             else:
                 summary.rejected[r["clip_id"]] = r["reason"]
+            if r["dropped_frames"] and r["parent_clip_id"] not in summary.drop_reasons:
+                summary.dropped_frames += r["dropped_frames"]  # once per window (every row has it)
+                summary.drop_reasons[r["parent_clip_id"]] = r["drop_reason"]
     summary.split_windows = len(split_parents)

@@ -33,7 +33,7 @@ from emokit.data.encode import Mp4Writer
 from emokit.data.faces import FaceBox, FaceDetector
 from emokit.data.frames import WindowFrames
 from emokit.data.ingest import clip_id
-from emokit.data.jumpcuts import find_jump_cuts
+from emokit.data.jumpcuts import crop_look, dropped_by_cuts, find_jump_cuts
 from emokit.data.mouth import mouth_opening
 from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity, smooth_poses
 from emokit.data.quality import HandsDetector, caption_score
@@ -97,7 +97,6 @@ class _Part:
     end: int
     crop_box: tuple[int, int, int, int]
     poses: np.ndarray  # [n, 6] smoothed over distinct frames (what the shard stores)
-    raw_poses: np.ndarray  # [n, 6] per-frame fits, missing frames interpolated (for jump cuts)
     pose_found: np.ndarray
     source: np.ndarray  # [n] decode-order index of the source frame each frame shows, from 0
     mp4: bytes
@@ -105,6 +104,7 @@ class _Part:
     mouth: np.ndarray  # per frame mouth opening (emokit.data.mouth), NaN where no face mesh
     audio: np.ndarray | None  # the part's 16 kHz audio
     held_frac: float
+    looks: np.ndarray  # [F, 32, 32] uint8 grey thumbnails of the crops (jump-cut appearance)
     padded_frac: float = 0.0  # share of the crop square outside the frame (soft-padded)
 
 
@@ -126,6 +126,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
     holds = []  # frame shows the same face-mesh landmarks as the previous one (a held image)
     prev = None
     still = HeldFrames()
+    looks = []
     with (
         HeadPoseEstimator() as est,
         HandsDetector(every=HANDS_EVERY) as hands,
@@ -148,6 +149,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
             )
             prev = est.landmarks
             still.add(crop, frames.source_index[i])
+            looks.append(crop_look(crop))
             hands.add(crop)
             mp4.write(crop)
     raw, found = fill_missing(poses)
@@ -159,7 +161,6 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
         end,
         crop_box,
         smooth,
-        raw,
         found,
         source,
         buf.getvalue(),
@@ -167,6 +168,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
         np.array(mouth),
         audio,
         still.fraction,
+        np.stack(looks),
         padded_frac=padded,
     )
 
@@ -284,10 +286,13 @@ def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, thr
     # The whole window is cropped, posed and encoded in one pass; a window that jump cuts split
     # (rare) is done again per piece, each with its own crop box.
     whole = _make_part(frames, boxes, 0, len(frames), cfg, audio, threads)
-    cuts = find_jump_cuts(boxes, whole.raw_poses[:, :3], cfg.jump_box_frac, cfg.jump_rotation_deg)
+    cuts = find_jump_cuts(boxes, whole.looks, cfg.jump_score)
     pieces = frame_windows(len(frames), fps, cuts, *bounds)
+    dropped, drop_reason = dropped_by_cuts(len(frames), fps, cuts, pieces, bounds[0], window["start_s"])
     if not pieces:
-        return _rejected(window, f"jump cuts at frames {cuts} leave no piece of {bounds[0]:g} s or more")
+        rejected = _rejected(window, f"jump cuts at frames {cuts} leave no piece of {bounds[0]:g} s or more")
+        rejected.rows[0].update(dropped_frames=dropped, drop_reason=drop_reason)
+        return rejected
     split = pieces != [(0, len(frames))]
     parts = (
         [whole] if not split else [_make_part(frames, boxes, a, b, cfg, audio, threads) for a, b in pieces]
@@ -296,6 +301,8 @@ def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, thr
         _part_row(window, cfg, track, part, k, split, captions, audio is not None, audio_reason, audio)
         for k, part in enumerate(parts)
     ]
+    for row in rows:
+        row.update(dropped_frames=dropped, drop_reason=drop_reason)
     return WindowLabels(rows, len(frames), [p.start for p in parts], audio)
 
 

@@ -112,6 +112,11 @@ SHARD_SCHEMA = pa.schema(
         # fraction of the clip's source frames whose face crop does not change from the previous
         # source frame (emokit.data.stillness; sample-and-hold repeats skipped); flag "static"
         ("held_frac", pa.float32()),
+        # Jump cuts (emokit.data.jumpcuts): frames of the parent window that no clip keeps (pieces
+        # between jump cuts shorter than the clip minimum), the same on every row of that window;
+        # 0 and null when nothing was dropped.
+        ("dropped_frames", pa.int32()),
+        ("drop_reason", pa.string()),  # one line, e.g. "tail 0.77 s after the jump cut at 9.23 s ..."
     ]
 )
 

@@ -1,0 +1,135 @@
+"""Jump cuts on real footage: a span removed from a real talking video is found at the join, the
+uncut videos are not split, and a piece too short to keep is reported in the row."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from emokit.config import LabelConfig
+from emokit.data.jumpcuts import crop_look, dropped_by_cuts, find_jump_cuts, jump_scores
+from emokit.data.label_video import label_window
+
+CFG = LabelConfig(size=128)
+FPS = 30
+
+
+def _window(path, start_s, end_s, stream=0):
+    return dict(
+        clip_id="w",
+        source_path=str(path),
+        source_sha256="x",
+        start_s=start_s,
+        end_s=end_s,
+        video_stream=stream,
+        has_audio=False,
+    )
+
+
+def _cut(src, dst, t0, t1, until):
+    """``src``'s frames in [0, until) s without those in [t0, t1), re-encoded at the source rate
+    and half size; returns the time of the first frame after the join."""
+    with av.open(str(src)) as c:
+        v = c.streams.video[0]
+        rate = Fraction(v.average_rate).limit_denominator(1000)
+        frames = []
+        for fr in c.decode(v):
+            t = float(fr.pts * v.time_base)
+            if t >= until:
+                break
+            if not t0 <= t < t1:
+                frames.append((t >= t1, fr.reformat(width=fr.width // 2 & ~1, height=fr.height // 2 & ~1)))
+    join = next(i for i, (after, _) in enumerate(frames) if after)
+    with av.open(str(dst), "w") as out:
+        s = out.add_stream("libx264", rate=rate, options={"crf": "18", "preset": "veryfast"})
+        s.width, s.height, s.pix_fmt = frames[0][1].width, frames[0][1].height, "yuv420p"
+        for i, (_, fr) in enumerate(frames):
+            fr = av.VideoFrame.from_ndarray(fr.to_ndarray(format="rgb24"), format="rgb24")
+            fr.pts, fr.time_base = i, 1 / rate
+            out.mux(s.encode(fr))
+        out.mux(s.encode(None))
+    return join / rate, len(frames) / rate
+
+
+@pytest.fixture(scope="module")
+def cut_clip(videos, tmp_path_factory):
+    """speaker_d (real interview close-up, 25 fps) 0-5.2 s with 3.2-4.2 s removed: 4.2 s, a jump
+    cut at 3.2 s, then a 1.0 s tail — shorter than the 3 s clip minimum."""
+    dst = tmp_path_factory.mktemp("jump") / "speaker_d_cut.mp4"
+    join_s, length_s = _cut(videos / "speaker_d_25fps_410x412.mp4", dst, 3.2, 4.2, 5.2)
+    rows = label_window(_window(dst, 0.0, round(length_s * FPS) / FPS), CFG, (3.0, 12.0), threads=1).rows
+    return rows, round(join_s * FPS), round(length_s * FPS), dst
+
+
+def test_removed_span_is_a_cut_at_the_join_and_the_short_tail_is_reported(cut_clip):
+    rows, join, total, _ = cut_clip
+    (row,) = rows  # the 1.0 s after the cut is too short for a clip
+    assert row["status"] == "ok" and row["jump_cut_split"]
+    end = round(row["end_s"] * FPS)
+    assert abs(end - join) <= 2, (end, join)
+    assert row["num_frames"] == end
+    assert row["dropped_frames"] == total - end
+    assert row["drop_reason"].startswith("tail 1.")
+    assert "after the jump cut at 3." in row["drop_reason"] and "shorter than 3 s" in row["drop_reason"]
+
+
+def test_label_summary_says_what_a_jump_cut_dropped(cut_clip, tmp_path):
+    from typer.testing import CliRunner
+
+    from emokit.cli import app
+
+    dst = cut_clip[3]
+    ds = tmp_path / "ds"
+    # ingest's scene detector sees this 1 s jump as a scene cut; switched off here so the whole
+    # video reaches label as one window (as a subtler jump cut does).
+    recipe = tmp_path / "no_scenes.toml"
+    recipe.write_text("[ingest]\nadaptive_threshold = 1000.0\n")
+    r = CliRunner().invoke(
+        app, ["ingest", str(dst), "-o", str(ds), "--workers", "1", "-q", "--config", str(recipe)]
+    )
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["label", str(ds), "--size", "128", "--workers", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "1 windows split at jump cuts" in r.output
+    assert re.search(r"jump cuts dropped (29|30|31) frames \(1\.0\d s\) in 1 window\(s\):", r.output)
+    assert re.search(r"tail 1\.0\d s after the jump cut at 3\.\d\d s is shorter than 3 s", r.output)
+
+
+@pytest.mark.parametrize(
+    "name, start_s, end_s, stream",
+    [
+        ("speaker_c_25fps_512.mp4", 0.0, 6.0, 0),
+        ("head_turn_25fps_224.mp4", 0.0, 6.0, 0),  # repeated fast head turns
+        ("speaker_vfr_700.mp4", 0.0333, 6.0333, 0),  # variable frame rate: many held frames
+    ],
+)
+def test_uncut_real_videos_are_not_split(videos, name, start_s, end_s, stream):
+    (row,) = label_window(_window(videos / name, start_s, end_s, stream), CFG, (3.0, 12.0), threads=1).rows
+    assert row["status"] == "ok", row["reason"]
+    assert not row["jump_cut_split"] and row["dropped_frames"] == 0 and row["drop_reason"] is None
+
+
+def test_held_frames_are_not_motion_and_looks_are_per_frame():
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    looks = np.stack([crop_look(c) for c in crops[[0, 0, 1, 1, 1, 2]]])
+    assert looks.shape == (6, 32, 32) and looks.dtype == np.uint8
+    np.testing.assert_array_equal(crop_look(crops[1]), looks[2])
+    scores = jump_scores(np.tile([0.0, 0.0, 10.0, 10.0], (6, 1)), looks)
+    assert np.isneginf(scores[[1, 3, 4]]).all()  # repeats of the previous image: never a cut
+    with pytest.raises(ValueError, match="one entry per box"):
+        find_jump_cuts(np.zeros((5, 4)), looks)
+
+
+def test_dropped_by_cuts_names_every_short_piece():
+    assert dropped_by_cuts(300, 30, [], [(0, 300)], 3.0) == (0, None)
+    n, why = dropped_by_cuts(300, 30, [60, 120], [(120, 300)], 3.0, start_s=10.0)
+    assert n == 120
+    assert why == (
+        "head 2.00 s before the jump cut at 12.00 s is shorter than 3 s; "
+        "2.00 s between the jump cuts at 12.00 s and 14.00 s is shorter than 3 s"
+    )
