@@ -65,6 +65,11 @@ class TrainConfig:
     gradient_checkpointing: bool = True  # on CUDA only (CPU runs are tiny)
     mixed_precision: str = "bf16"  # autocast on CUDA: "bf16", "fp16" or "no"; CPU is always fp32
     log_every: int = 10  # steps per log.csv row (loss averaged over them and over ranks)
+    # Learning levers (emokit, not EMO; 1.0 / 0.0 = EMO's plain recipe), see emokit/train/weighting.py
+    face_loss_weight: float = 1.0  # loss weight of latent cells inside the face box (1 elsewhere)
+    mouth_loss_weight: float = 1.0  # loss weight inside the mouth region of the face box
+    audio_lr_scale: float = 1.0  # lr multiplier of audio projection + audio-attention (stage 2)
+    motion_noise: float = 0.0  # std of Gaussian noise on motion-frame latents in training
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from emokit.models.audio_proj import AudioProjection
 from emokit.models.config import EMOConfig
 from emokit.models.context import ContextSlot, FrameContext
 from emokit.models.face_locator import FaceLocator
+from emokit.models.pixel_latent import PixelLatent
 from emokit.models.reference import ReferenceFeatures
 from emokit.models.speed import SpeedEncoder
 from emokit.models.stages import set_stage
@@ -43,7 +44,11 @@ class EMOModel(nn.Module):
         super().__init__()
         self.config = config
         self._slot = ContextSlot()
-        self.vae = AutoencoderKL(**config.vae_kwargs())
+        self.vae: AutoencoderKL | PixelLatent = (
+            PixelLatent(config.pixel_patch, config.vae_scaling_factor)
+            if config.latent == "pixel"
+            else AutoencoderKL(**config.vae_kwargs())
+        )
         self.vae.requires_grad_(False)
         self.backbone = UNet2DConditionModel(**config.unet_kwargs())
         self.reference_net = UNet2DConditionModel(**config.unet_kwargs())
@@ -65,13 +70,17 @@ class EMOModel(nn.Module):
     # ---- VAE -------------------------------------------------------------------------------
     def encode(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """[B,3,H,W] in [-1,1] → scaled latents [B,4,H/8,W/8]; the posterior mean unless a
-        generator asks for a sample (training noise on the latent)."""
+        generator asks for a sample (training noise on the latent). The pixel latent is exact."""
+        if isinstance(self.vae, PixelLatent):
+            return self.vae.encode(pixels.to(self.dtype))
         dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
         latents = dist.mean if generator is None else dist.sample(generator)
         return latents * self.config.vae_scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents [B,4,h,w] → pixels [B,3,8h,8w] in [-1,1]."""
+        if isinstance(self.vae, PixelLatent):
+            return self.vae.decode(latents).clamp(-1.0, 1.0)
         z = latents.to(self.vae.dtype) / self.config.vae_scaling_factor
         return self.vae.decode(z).sample.clamp(-1.0, 1.0)
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from diffusers import DDPMScheduler
 from einops import rearrange
@@ -32,12 +31,19 @@ from emokit import __version__
 from emokit.config import TrainConfig, as_dict
 from emokit.data.atomic import atomic_path
 from emokit.models import EMOConfig, EMOModel
+from emokit.models.stages import group_parameters
 from emokit.train import checkpoint as ckpt
 from emokit.train.dataset import ClipDataset, IndexSummary, StepBatches, index_clips
 from emokit.train.ema import EMA
 from emokit.train.noise import load_scheduler, training_scheduler
+from emokit.train.weighting import region_weights, weighted_mse
 
-PRESETS: dict[str, Callable[[], EMOConfig]] = {"tiny": EMOConfig.tiny, "sd15": EMOConfig.sd15}
+AUDIO_GROUPS = ("audio_proj", "backbone.audio_attention")  # parameter groups audio_lr_scale speeds up
+PRESETS: dict[str, Callable[[], EMOConfig]] = {
+    "tiny": EMOConfig.tiny,
+    "tiny-face": EMOConfig.tiny_face,
+    "sd15": EMOConfig.sd15,
+}
 LOG_FIELDS = ["step", "loss", "lr", "step_seconds"]
 
 
@@ -67,10 +73,21 @@ class DiffusionLoss(nn.Module):
     """The eps-prediction loss of one batch. The whole step sits in one forward, so DDP syncs
     every trainable part (ReferenceNet included) however the model routes through it."""
 
-    def __init__(self, model: EMOModel, scheduler: DDPMScheduler, stage: int, cond_dropout: float):
+    def __init__(
+        self,
+        model: EMOModel,
+        scheduler: DDPMScheduler,
+        stage: int,
+        cond_dropout: float,
+        *,
+        face_weight: float = 1.0,
+        mouth_weight: float = 1.0,
+        motion_noise: float = 0.0,
+    ):
         super().__init__()
         self.model, self.scheduler = model, scheduler
         self.stage, self.cond_dropout = stage, cond_dropout
+        self.face_weight, self.mouth_weight, self.motion_noise = face_weight, mouth_weight, motion_noise
 
     def forward(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
         model, device = self.model, batch["frames"].device
@@ -84,6 +101,9 @@ class DiffusionLoss(nn.Module):
                 n = batch["motion"].shape[1]
                 motion = model.encode(rearrange(batch["motion"], "b n c h w -> (b n) c h w"), gen)
                 motion = rearrange(motion, "(b n) c h w -> b n c h w", n=n)
+                if self.motion_noise > 0:  # generated motion frames are never exact: train for it
+                    jitter = torch.randn(motion.shape, generator=gen, device=device, dtype=motion.dtype)
+                    motion = motion + self.motion_noise * jitter
         noise = torch.randn(latents.shape, generator=gen, device=device, dtype=latents.dtype)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=gen, device=device)
         noisy = self.scheduler.add_noise(latents, noise, t)
@@ -101,7 +121,12 @@ class DiffusionLoss(nn.Module):
             drop_reference=drop_ref,
             drop_audio=drop_audio if self.stage > 1 else None,
         )
-        return F.mse_loss(eps.float(), noise.float())
+        weights = None
+        if self.face_weight != 1.0 or self.mouth_weight != 1.0:
+            weights = region_weights(
+                batch["face_mask"], latents.shape[-2:], self.face_weight, self.mouth_weight
+            )
+        return weighted_mse(eps, noise, weights)
 
 
 def step_seed(*parts: int) -> int:
@@ -121,11 +146,14 @@ def train(
     workers: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = tqdm.write,
+    time_limit_s: float | None = None,
 ) -> TrainResult:
     """Train ``stage`` of the run in ``run_dir`` on the shards of ``dataset``; resume if possible.
 
     Rerunning the same call after a crash continues from the last checkpoint; a finished stage
-    returns at once with ``already_finished``.
+    returns at once with ``already_finished``. ``time_limit_s`` ends the stage early (a finished
+    stage at the step reached) once this call has trained that long: a wall-clock budget, for
+    benchmarks and scheduler time limits; the step reached is in the result and train.json.
     """
     _validate(stage, cfg)
     if stage > 1 and (init or motion_adapter):
@@ -198,8 +226,16 @@ def train(
     )
 
     # ---- optimizer, EMA, DDP ---------------------------------------------------------------
-    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    net = DiffusionLoss(model, scheduler, stage, cfg.cond_dropout)
+    opt = torch.optim.AdamW(_param_groups(model, trainable, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    net = DiffusionLoss(
+        model,
+        scheduler,
+        stage,
+        cfg.cond_dropout,
+        face_weight=cfg.face_loss_weight,
+        mouth_weight=cfg.mouth_loss_weight,
+        motion_noise=cfg.motion_noise,
+    )
     net, opt = acc.prepare(net, opt)
     ema = EMA(list(zip(names, trainable)), cfg.ema_decay)
     if resume:
@@ -292,7 +328,16 @@ def train(
         bar.update(1)
         if step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
             save(step, finished=False)
+        if time_limit_s is not None and _all_past(acc, time.perf_counter() - t0 >= time_limit_s):
+            if main:
+                log(f"stage {stage}: time limit of {time_limit_s:.0f} s reached at step {step}")
+            break
     bar.close()
+    if pending:  # a time limit stopped between log rows
+        mean = acc.reduce(torch.stack(pending).mean(), reduction="mean").item()
+        losses.append(mean)
+        if logger:
+            logger.write(step, mean, opt.param_groups[0]["lr"], (time.perf_counter() - tick) / len(pending))
     if logger:
         logger.close()
     final = save(step, finished=True)
@@ -310,6 +355,25 @@ def train(
         source,
         main,
     )
+
+
+def _param_groups(model: EMOModel, params: list[nn.Parameter], cfg: TrainConfig) -> list[dict[str, Any]]:
+    """One AdamW group, or two when the audio layers (projection + audio-attention) get their own
+    learning rate (``audio_lr_scale``): they start from scratch in stage 2 while the rest is tuned."""
+    if cfg.audio_lr_scale == 1.0:
+        return [{"params": params}]
+    audio = {id(p) for g in AUDIO_GROUPS for _, p in group_parameters(model, g)}
+    groups = [
+        {"params": [p for p in params if id(p) not in audio]},
+        {"params": [p for p in params if id(p) in audio], "lr": cfg.lr * cfg.audio_lr_scale},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def _all_past(acc: Accelerator, past: bool) -> bool:
+    """True on every rank as soon as any rank is past its time limit (ranks stop together)."""
+    flag = torch.tensor(float(past), device=acc.device)
+    return bool(acc.reduce(flag, reduction="sum").item() > 0)
 
 
 def _validate(stage: int, cfg: TrainConfig) -> None:
