@@ -56,7 +56,9 @@ class TrainConfig:
     motion_frames: int = 4
     max_steps: int = 1000
     checkpoint_every: int = 500
-    cond_dropout: float = 0.05
+    cond_dropout: float = 0.05  # share of samples with only the reference dropped; as many audio only
+    cond_drop_both: float = 0.05  # reference and audio dropped together: CFG's unconditional branch
+    motion_dropout: float = 0.1  # stages 2-3: zero motion maps, what a video's first clip gets
     ema_decay: float = 0.9999
     seed: int = 0
     drop_flags: tuple[str, ...] = ("multi_face", "captions")

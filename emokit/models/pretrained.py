@@ -85,10 +85,25 @@ def read_config(directory: str | Path) -> EMOConfig:
     return EMOConfig.from_dict(meta["config"])
 
 
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, each in its own torch-allocated (64-byte aligned) memory.
+
+    ``safetensors.torch.load_file`` hands out tensors at the file's byte offsets, often only 4-byte
+    aligned. MKL's sgemm rounds differently by operand alignment on some of its code paths (the
+    SSE4.2/AVX paths it takes on many non-Intel CPUs): weights loaded that way made a resumed run
+    drift from an uninterrupted one by 1-ulp steps. Copying one tensor at a time keeps the extra
+    memory to the largest tensor.
+    """
+    state = load_file(str(path))
+    for name in list(state):
+        state[name] = state[name].clone()
+    return state
+
+
 def load_model(cls: type[M], directory: str | Path) -> M:
     """Build on the meta device (no throw-away random init) and assign the saved tensors."""
     config = read_config(directory)
-    state = load_file(str(Path(directory) / WEIGHTS_NAME))
+    state = load_tensors(Path(directory) / WEIGHTS_NAME)
     with torch.device("meta"):
         model = cls(config)
     expected = set(model.state_dict())

@@ -22,10 +22,11 @@ from typing import Any
 
 import torch
 from diffusers import DDPMScheduler
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 # CheckpointError: one error type for every unusable checkpoint
 from emokit.models import CheckpointError, EMOConfig, EMOModel, read_config
+from emokit.models.pretrained import load_tensors
 from emokit.train.noise import SCHEDULER_DIR
 
 FINAL = "final"
@@ -110,7 +111,7 @@ def prune(sdir: Path, keep: Path | None) -> None:
 
 def load_ema(checkpoint: Path) -> dict[str, torch.Tensor]:
     path = checkpoint / EMA_FILE
-    return load_file(path) if path.is_file() else {}
+    return load_tensors(path) if path.is_file() else {}
 
 
 def load_state(checkpoint: Path, device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -79,6 +79,8 @@ class DiffusionLoss(nn.Module):
         scheduler: DDPMScheduler,
         stage: int,
         cond_dropout: float,
+        cond_drop_both: float = 0.0,
+        motion_dropout: float = 0.0,
         *,
         face_weight: float = 1.0,
         mouth_weight: float = 1.0,
@@ -87,6 +89,7 @@ class DiffusionLoss(nn.Module):
         super().__init__()
         self.model, self.scheduler = model, scheduler
         self.stage, self.cond_dropout = stage, cond_dropout
+        self.cond_drop_both, self.motion_dropout = cond_drop_both, motion_dropout
         self.face_weight, self.mouth_weight, self.motion_noise = face_weight, mouth_weight, motion_noise
 
     def forward(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
@@ -108,9 +111,11 @@ class DiffusionLoss(nn.Module):
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=gen, device=device)
         noisy = self.scheduler.add_noise(latents, noise, t)
         # condition dropout for classifier-free guidance, drawn per sample
-        drop_ref = torch.rand(b, generator=gen, device=device) < self.cond_dropout
-        drop_audio = torch.rand(b, generator=gen, device=device) < self.cond_dropout
-        ref = model.reference(ref_latents, motion)
+        drop_ref, drop_audio = condition_drops(b, gen, self.cond_dropout, self.cond_drop_both)
+        drop_motion = None
+        if motion is not None and self.motion_dropout > 0:  # a first clip: zero motion maps
+            drop_motion = torch.rand(b, generator=gen, device=device) < self.motion_dropout
+        ref = model.reference(ref_latents, motion, drop_motion)
         eps = model(
             noisy,
             t,
@@ -127,6 +132,23 @@ class DiffusionLoss(nn.Module):
                 batch["face_mask"], latents.shape[-2:], self.face_weight, self.mouth_weight
             )
         return weighted_mse(eps, noise, weights)
+
+
+def condition_drops(
+    b: int, gen: torch.Generator, alone: float, both: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(drop_reference, drop_audio) bool [b] from one uniform draw per sample: the reference
+    alone with probability ``alone``, the audio alone with ``alone``, both with ``both``.
+
+    Classifier-free guidance at inference drops both together; two independent 5 % draws would
+    train that branch on 0.25 % of samples only, hence the separate "both" bucket. Stage 1 has
+    no audio, so its reference is dropped with alone + both.
+    """
+    u = torch.rand(b, generator=gen, device=gen.device)
+    drop_ref = u < alone
+    drop_audio = (u >= alone) & (u < 2 * alone)
+    both_ = (u >= 2 * alone) & (u < 2 * alone + both)
+    return drop_ref | both_, drop_audio | both_
 
 
 def step_seed(*parts: int) -> int:
@@ -218,7 +240,16 @@ def train(
     start = ckpt.read_info(resume)["step"] if resume else 0
     workers = _default_workers(acc) if workers is None else workers
     loader = DataLoader(
-        ClipDataset(clips, stage, res, cfg.frames, cfg.motion_frames, cfg.seed),
+        ClipDataset(
+            clips,
+            stage,
+            res,
+            cfg.frames,
+            cfg.motion_frames,
+            cfg.seed,
+            model.config.audio_window,
+            model.config.speed_window,
+        ),
         batch_sampler=StepBatches(cfg.batch_size, start, rank, world),
         num_workers=workers,
         pin_memory=acc.device.type == "cuda",
@@ -232,6 +263,8 @@ def train(
         scheduler,
         stage,
         cfg.cond_dropout,
+        cfg.cond_drop_both,
+        cfg.motion_dropout,
         face_weight=cfg.face_loss_weight,
         mouth_weight=cfg.mouth_loss_weight,
         motion_noise=cfg.motion_noise,
@@ -384,8 +417,14 @@ def _validate(stage: int, cfg: TrainConfig) -> None:
     for name in ("max_steps", "batch_size", "checkpoint_every", "log_every", "frames"):
         if getattr(cfg, name) < 1:
             raise TrainError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.motion_frames < 0 or not 0.0 <= cfg.cond_dropout <= 1.0 or cfg.lr <= 0:
-        raise TrainError("need motion_frames >= 0, 0 <= cond_dropout <= 1 and lr > 0")
+    if cfg.motion_frames < 0 or cfg.lr <= 0:
+        raise TrainError("need motion_frames >= 0 and lr > 0")
+    drops = (cfg.cond_dropout, cfg.cond_drop_both, cfg.motion_dropout)
+    if min(drops) < 0 or 2 * cfg.cond_dropout + cfg.cond_drop_both > 1 or cfg.motion_dropout > 1:
+        raise TrainError(
+            "need cond_dropout, cond_drop_both, motion_dropout >= 0, "
+            "2·cond_dropout + cond_drop_both <= 1 and motion_dropout <= 1"
+        )
     if cfg.mixed_precision not in ("bf16", "fp16", "no"):
         raise TrainError(f"mixed_precision must be bf16, fp16 or no, got {cfg.mixed_precision!r}")
 
