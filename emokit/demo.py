@@ -9,6 +9,7 @@ sample video's speaker, then asked to animate that speaker's first frame with he
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,10 @@ def banner(text: str) -> None:
 def emokit(*args: str) -> None:
     """Run a real `emokit` command, as a user would type it."""
     print("$ emokit " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "emokit", *args], check=True)
+    # One torch thread unless the user says otherwise: on a busy 2-core box two threads spin
+    # against each other (BENCHMARKS.md, "learning": 18x the CPU time for a tiny-model step).
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    subprocess.run([sys.executable, "-m", "emokit", *args], check=True, env=env)
 
 
 def manifest_example(dest: Path) -> Path:
