@@ -26,9 +26,10 @@ TOY = (
 TOY_MODEL = (
     "!!! A TINY MODEL FITTED TO ONE SPEAKER IN A FEW MINUTES, not a general model: the tiny-face "
     "preset (a lossless pixel latent at 64 px, pipelines/learn.toml) trained on one clip in this "
-    "run, on the CPU. It can only redraw that clip's person, and its audio tokens come from a "
-    "RANDOM wav2vec, so do not expect lip sync. Real results need --preset sd15 --init SD1.5, "
-    "a real wav2vec2 and days of GPU training."
+    "run, on the CPU. After these few minutes (a few hundred steps) its video is still NOISE "
+    "(BENCHMARKS.md, 'Learning': the pixel latent needs thousands of steps); its audio tokens "
+    "come from a RANDOM wav2vec, so there is no lip sync either. Real results need --preset "
+    "sd15 --init SD1.5, a real wav2vec2 and days of GPU training."
 )
 LEARN_RECIPE = Path(__file__).resolve().parents[1] / "pipelines" / "learn.toml"
 # Minutes of training per stage: about 5 minutes in all on 2 CPU cores.
