@@ -11,7 +11,8 @@ CFG, VAE decode, H.264/AAC encode. Reports seconds per frame, frames/s, peak mem
 torch.cuda.max_memory_allocated on GPU) and, on GPU, MFU = model FLOPs (FlopCounterMode over one
 clip, scaled by the clip count) / wall time / --peak-tflops (989 = H200/H100 bf16 dense).
 --compare-audio runs the 8 s and the 60 s speech files in fresh processes and prints the ratio
-of their peak memory (flat in audio length is the target).
+of their peak memory (flat in audio length is the target); --compare-long does the same for 10 s
+and 10 min (the 60 s file cut or repeated to length with --audio-seconds).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -42,9 +44,12 @@ AUDIO = {
 PORTRAIT = SHARED / "portraits" / "woman_frontal.jpg"
 
 
-def build(preset: str, device: torch.device, dtype: str, work: Path, frames: int) -> Generator:
-    """A Generator around a random-weight model of ``preset`` and a matching random wav2vec."""
-    if preset == "tiny":
+def build(
+    preset: str, device: torch.device, dtype: str, work: Path, frames: int, w2v_size: str = "auto"
+) -> Generator:
+    """A Generator around a random-weight model of ``preset`` and a matching random wav2vec
+    (``w2v_size`` "base": wav2vec2-base's 12 × 768 tokens whatever the preset)."""
+    if preset == "tiny" and w2v_size != "base":
         w2v = save_tiny_wav2vec(work / "w2v")
     else:
         w2v = base_size_wav2vec(work / "w2v")
@@ -77,6 +82,9 @@ class _Precomputed:
     def __call__(self, wav16k, num_frames: int, fps: float = FPS):
         return self.tokens[:num_frames]
 
+    def stream(self, wav16k, num_frames: int, fps: float = FPS):
+        return self.tokens[:num_frames]
+
 
 def clip_flops(gen: Generator, portrait, speech: Speech, steps: int, cfg: float) -> float:
     """Model FLOPs of rendering exactly one clip: VAE encode, ReferenceNet, DDIM + CFG, decode."""
@@ -92,6 +100,20 @@ def clip_flops(gen: Generator, portrait, speech: Speech, steps: int, cfg: float)
     return float(counter.get_total_flops())
 
 
+def fit_length(speech: Speech, seconds: float) -> Speech:
+    """``speech`` cut or repeated to exactly ``seconds`` (long-audio memory runs from a 60 s file)."""
+    from emokit.data.wav2vec import SAMPLE_RATE
+    from emokit.generate.generator import MUX_SR
+
+    def fit(x, rate: int):
+        n = round(seconds * rate)
+        reps = -(-n // x.shape[-1])
+        return np.tile(x, (1,) * (x.ndim - 1) + (reps,))[..., :n]
+
+    frames = -(-round(seconds * SAMPLE_RATE) * FPS // SAMPLE_RATE)
+    return Speech(fit(speech.wav16k, SAMPLE_RATE), fit(speech.mux, MUX_SR), seconds, frames)
+
+
 def run_once(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="emokit-bench-gen-") as tmp:
         return _run_in(args, Path(tmp))
@@ -99,9 +121,11 @@ def run_once(args: argparse.Namespace) -> dict:
 
 def _run_in(args: argparse.Namespace, work: Path) -> dict:
     device = torch.device(args.device)
-    gen = build(args.preset, device, args.dtype, work, args.frames)
+    gen = build(args.preset, device, args.dtype, work, args.frames, args.w2v)
     portrait = load_portrait(PORTRAIT, size=args.size)
     speech = Speech.load(args.audio)
+    if args.audio_seconds:
+        speech = fit_length(speech, args.audio_seconds)
     # Warm-up (kernel selection, allocator) on one clip, not timed.
     warm = Speech(speech.wav16k[: gen.frames * 16000 // FPS], speech.mux, gen.frames / FPS, gen.frames)
     for _ in gen.render(portrait, warm, steps=min(args.steps, 2), cfg=args.cfg):
@@ -109,8 +133,19 @@ def _run_in(args: argparse.Namespace, work: Path) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+    if args.tokens_up_front:  # the pre-streaming path: every token of the track at the start
+        encoder = gen.encoder
+        gen.encoder = _Precomputed(encoder(speech.wav16k, speech.frames), encoder.num_layers, encoder.dim)
     t = time.perf_counter()
-    r = gen(portrait, speech, work / "out.mp4", steps=args.steps, cfg=args.cfg, seed=0)
+    if args.clips:  # the first clips only (memory of long audio without rendering all of it)
+        frames = 0
+        for _ in gen.render(portrait, speech, steps=args.steps, cfg=args.cfg, seed=0):
+            frames += 1
+            if frames == args.clips * gen.frames:
+                break
+        r = argparse.Namespace(audio_seconds=speech.seconds, frames=frames, clips=args.clips)
+    else:
+        r = gen(portrait, speech, work / "out.mp4", steps=args.steps, cfg=args.cfg, seed=0)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t
@@ -124,6 +159,8 @@ def _run_in(args: argparse.Namespace, work: Path) -> dict:
         "cfg": args.cfg,
         "frames_per_clip": gen.frames,
         "audio": Path(args.audio).name,
+        "w2v": args.w2v,
+        "tokens": "up-front" if args.tokens_up_front else "streamed",
         "audio_s": round(r.audio_seconds, 2),
         "frames": r.frames,
         "clips": r.clips,
@@ -140,17 +177,19 @@ def _run_in(args: argparse.Namespace, work: Path) -> dict:
     return result
 
 
-def compare_audio(args: argparse.Namespace) -> None:
-    """The same settings on 8 s and 60 s of speech, each in a fresh process (peak RSS is per
-    process); prints both and the 60 s / 8 s memory ratios."""
+def compare_audio(args: argparse.Namespace, cases: dict[str, tuple[Path, float]]) -> None:
+    """The same settings on two audio lengths, each in a fresh process (peak RSS is per
+    process); prints both and the long / short memory ratios."""
     rows = {}
-    for tag, path in AUDIO.items():
+    for tag, (path, seconds) in cases.items():
         cmd = [
             sys.executable,
             __file__,
             "--json",
             "--audio",
             str(path),
+            "--audio-seconds",
+            str(seconds),
             "--preset",
             args.preset,
             "--size",
@@ -168,15 +207,22 @@ def compare_audio(args: argparse.Namespace) -> None:
             "--threads",
             str(args.threads),
             "--no-flops",
+            "--clips",
+            str(args.clips),
+            "--w2v",
+            args.w2v,
+            *(["--tokens-up-front"] if args.tokens_up_front else []),
         ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows[tag] = json.loads(out.strip().splitlines()[-1])
         print(json.dumps(rows[tag]))
+    short, long = list(rows)
     for key in ("peak_rss_gb", "peak_cuda_gb"):
-        if key in rows["8s"]:
+        if key in rows[short]:
             print(
-                f"{key}: 8 s {rows['8s'][key]:.3f}, 60 s {rows['60s'][key]:.3f}, "
-                f"ratio {rows['60s'][key] / rows['8s'][key]:.3f}"
+                f"{key}: {short} {rows[short][key]:.3f}, {long} {rows[long][key]:.3f}, "
+                f"ratio {rows[long][key] / rows[short][key]:.3f}, "
+                f"difference {(rows[long][key] - rows[short][key]) * 1024:.0f} MB"
             )
 
 
@@ -192,6 +238,11 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto", help="auto = bfloat16 on CUDA, float32 on CPU")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="GPU peak (H200 bf16 dense)")
     ap.add_argument("--compare-audio", action="store_true", help="8 s vs 60 s peak memory")
+    ap.add_argument("--compare-long", action="store_true", help="10 s vs 10 min peak memory")
+    ap.add_argument("--audio-seconds", type=float, default=0.0, help="cut or repeat the audio to this length")
+    ap.add_argument("--clips", type=int, default=0, help="render only the first N clips (no mp4)")
+    ap.add_argument("--w2v", choices=["auto", "base"], default="auto", help="base: 12 x 768 tokens")
+    ap.add_argument("--tokens-up-front", action="store_true", help="all tokens at the start (the old path)")
     ap.add_argument("--no-flops", action="store_true", help="skip the FLOP count (GPU)")
     ap.add_argument("--json", action="store_true", help="print one JSON line only")
     ap.add_argument(
@@ -207,7 +258,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.compare_audio:
-        compare_audio(args)
+        compare_audio(args, {"8s": (AUDIO["8s"], 0.0), "60s": (AUDIO["60s"], 0.0)})
+        return
+    if args.compare_long:
+        compare_audio(args, {"10s": (AUDIO["60s"], 10.0), "10min": (AUDIO["60s"], 600.0)})
         return
     r = run_once(args)
     if args.json:

@@ -56,7 +56,9 @@ class TrainConfig:
     motion_frames: int = 4
     max_steps: int = 1000
     checkpoint_every: int = 500
-    cond_dropout: float = 0.05
+    cond_dropout: float = 0.05  # share of samples with only the reference dropped; as many audio only
+    cond_drop_both: float = 0.05  # reference and audio dropped together: CFG's unconditional branch
+    motion_dropout: float = 0.1  # stages 2-3: zero motion maps, what a video's first clip gets
     ema_decay: float = 0.9999
     seed: int = 0
     drop_flags: tuple[str, ...] = ("multi_face", "captions", "static")
@@ -65,6 +67,11 @@ class TrainConfig:
     gradient_checkpointing: bool = True  # on CUDA only (CPU runs are tiny)
     mixed_precision: str = "bf16"  # autocast on CUDA: "bf16", "fp16" or "no"; CPU is always fp32
     log_every: int = 10  # steps per log.csv row (loss averaged over them and over ranks)
+    # Learning levers (emokit, not EMO; 1.0 / 0.0 = EMO's plain recipe), see emokit/train/weighting.py
+    face_loss_weight: float = 1.0  # loss weight of latent cells inside the face box (1 elsewhere)
+    mouth_loss_weight: float = 1.0  # loss weight inside the mouth region of the face box
+    audio_lr_scale: float = 1.0  # lr multiplier of audio projection + audio-attention (stage 2)
+    motion_noise: float = 0.0  # std of Gaussian noise on motion-frame latents in training
 
 
 @dataclass(frozen=True)

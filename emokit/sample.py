@@ -80,7 +80,7 @@ def sample_inputs(work: Path) -> tuple[list[Path], Path, Path, str]:
     portrait = work / "astronaut.png"
     cv2.imwrite(str(portrait), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     audio_path = work / "voice.wav"
-    _write_wav(audio_path, synth_voice(8.0), 16000)
+    write_wav(audio_path, synth_voice(8.0), 16000)
     desc = (
         "../shared/data is absent: built a sample from scikit-image's astronaut photo "
         "(a real face) with a synthesised voice-like track"
@@ -88,7 +88,7 @@ def sample_inputs(work: Path) -> tuple[list[Path], Path, Path, str]:
     return [video], portrait, audio_path, desc
 
 
-def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
+def write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
     import wave
 
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")

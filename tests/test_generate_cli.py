@@ -108,6 +108,26 @@ def test_flags_reach_the_generator(setup, portraits, tmp_path):
     assert diff > 0.5  # the speed layers see --speed
 
 
+def test_speed_without_stage_3_is_an_error(setup, portraits, tmp_path):
+    """--speed on a run that never trained its speed layers (no stage 3) stops with one line
+    before any work; without --speed the same run generates (speed layers left out)."""
+    import shutil
+
+    run, w2v, half_second = setup
+    two = tmp_path / "run_stage2"
+    for stage in ("stage1", "stage2"):
+        shutil.copytree(run / stage, two / stage)
+    r = _generate(
+        (two, w2v, half_second), portraits / "woman_frontal.jpg", tmp_path / "s.mp4", "--speed", "1"
+    )
+    assert r.exit_code == 2
+    assert "--speed needs a run trained through stage 3" in r.output and "ends at stage 2" in r.output
+    assert not (tmp_path / "s.mp4").exists()
+    r = _generate((two, w2v, half_second), portraits / "woman_frontal.jpg", tmp_path / "ok.mp4")
+    assert r.exit_code == 0, r.output
+    assert _frame_count(tmp_path / "ok.mp4") == 15
+
+
 def test_default_size_is_the_checkpoints(setup, portraits, tmp_path):
     run, w2v, half_second = setup
     out = tmp_path / "native.mp4"

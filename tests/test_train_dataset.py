@@ -64,23 +64,40 @@ def test_decode_frames_seeks_to_exact_frames(videos):
         decode_frames(mp4, [39, 40], 30, 32)
 
 
+def test_far_reference_decodes_without_the_span_between(videos):
+    """The reference frame gets its own seek: decoding a window at the end of a clip and a
+    reference at its start decodes about one keyframe interval per run, not the whole clip."""
+    frames = clip_frames(videos / "head_turn_25fps_224.mp4", 0, 96, 32)
+    mp4 = encode_mp4(frames, audio=False)  # GOP 12
+    full = _all_frames(mp4, 32)
+    want = [*range(78, 94), 2]  # 16-frame window + a reference 76 frames before it
+    stats: dict[str, int] = {}
+    np.testing.assert_array_equal(decode_frames(mp4, want, 30, 32, stats=stats), full[want])
+    assert stats["decoded"] <= 3 + 12 + 16  # 0..2, then keyframe 72 (at most 12 before 78)..93
+    near: dict[str, int] = {}
+    decode_frames(mp4, [*range(78, 94), 90], 30, 32, stats=near)  # a reference inside: one run
+    assert near["decoded"] <= 12 + 16
+
+
 def test_stage2_window_audio_speed_and_mask_align(dataset):
     clips, _ = index_clips(dataset, 2, 6, 3, DROP)
     ds = ClipDataset(clips, 2, 32, frames=6, motion_frames=3, seed=5)
     s = ds[4]
     assert s["frames"].shape == (6, 3, 32, 32) and s["motion"].shape == (3, 3, 32, 32)
     assert s["reference"].shape == (3, 32, 32) and s["face_mask"].shape == (1, 32, 32)
-    assert s["audio"].shape == (6, L, D) and s["audio"].dtype == torch.float32
+    assert s["audio"].shape == (6 + 4, L, D) and s["audio"].dtype == torch.float32  # ±2 context
     assert -1.0 <= float(s["frames"].min()) and float(s["frames"].max()) <= 1.0
     clip = clips[ds.clip_of(4)]
     row = pq.read_table(clip.shard).slice(clip.row, 1).to_pylist()[0]
     assert row["clip_id"] == s["clip_id"]
     tokens = np.frombuffer(row["audio_embeddings"], "<f2").reshape(row["audio_shape"])
-    starts = [o for o in range(len(tokens) - 5) if np.array_equal(tokens[o : o + 6], s["audio"])]
+    starts = [o for o in range(len(tokens) - 5) if np.array_equal(tokens[o : o + 6], s["audio"][2:8])]
     assert len(starts) == 1  # the audio is one contiguous window; find where it starts
     o = starts[0]
     assert o >= 3
-    np.testing.assert_allclose(s["speed"], np.asarray(row["velocity"][o : o + 6], np.float32))
+    rows = np.clip(np.arange(o - 2, o + 8), 0, len(tokens) - 1)  # ±2 real neighbours
+    np.testing.assert_array_equal(s["audio"], tokens[rows])
+    np.testing.assert_allclose(s["speed"], np.asarray(row["velocity"], np.float32)[rows])
     pixels = torch.from_numpy(_all_frames(row["video_mp4"], 32)).permute(0, 3, 1, 2) / 127.5 - 1
     torch.testing.assert_close(s["frames"], pixels[o : o + 6])
     torch.testing.assert_close(s["motion"], pixels[o - 3 : o])  # motion frames directly precede

@@ -34,7 +34,7 @@ def _emulate_ddp(dataset) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tens
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     chosen = {id(p) for p in model.set_stage(1)}
     trainable = [p for p in model.parameters() if id(p) in chosen]
-    net = DiffusionLoss(model, training_scheduler(), 1, cfg.cond_dropout)
+    net = DiffusionLoss(model, training_scheduler(), 1, cfg.cond_dropout, cfg.cond_drop_both)
     opt = torch.optim.AdamW(trainable, lr=LR, weight_decay=cfg.weight_decay)
     clips, _ = index_clips(dataset, 1, cfg.frames, cfg.motion_frames, cfg.drop_flags)
     ds = ClipDataset(clips, 1, 64, seed=cfg.seed)

@@ -23,7 +23,15 @@ from train_shards import build_dataset
 
 L, D = 2, 8  # not the preset's audio size: a fresh model takes it from the shards
 CFG = TrainConfig(
-    max_steps=2, checkpoint_every=1, log_every=1, frames=4, motion_frames=2, lr=1e-3, cond_dropout=0.5
+    max_steps=2,
+    checkpoint_every=1,
+    log_every=1,
+    frames=4,
+    motion_frames=2,
+    lr=1e-3,
+    cond_dropout=0.3,
+    cond_drop_both=0.3,
+    motion_dropout=0.5,
 )
 
 

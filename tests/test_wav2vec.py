@@ -238,3 +238,25 @@ def test_weights_the_network_lacks_are_refused_not_dropped(tiny: Path, tmp_path:
     (model / "config.json").write_text(json.dumps({**config, "model_type": "wav2vec2"}))
     with pytest.raises(AudioModelError, match="weights this Wav2Vec2 lacks"):
         AudioEncoder(model)
+
+
+def test_tokens_streamed_clip_by_clip_equal_the_up_front_ones(tiny: Path, speech: np.ndarray) -> None:
+    """`AudioEncoder.stream` (what generation uses, clip by clip with ±2 context rows) gives the
+    tokens of the up-front call, computing each chunk once and holding at most two."""
+    from emokit.models.window import context_rows
+
+    wav, frames = speech[: 16000 * 20], 600
+    enc = AudioEncoder(tiny, chunk_s=3.0, overlap_s=1.0, batch_size=4)  # 7 chunks
+    whole = enc(wav, frames).astype(np.float32)
+    stream = enc.stream(wav, frames)
+    assert len(stream) == frames
+    calls, forward = [], enc._forward
+    enc._forward = lambda batch: calls.append(batch.shape) or forward(batch)  # type: ignore[method-assign]
+    held = 0
+    for first in range(0, frames, 12):
+        rows = context_rows(first, 12, 2, frames)
+        np.testing.assert_allclose(stream[rows].astype(np.float32), whole[rows], atol=2e-3)
+        held = max(held, len(stream._chunks))
+    assert len(calls) == 7 and held <= 2  # every chunk computed once, memory bounded
+    with pytest.raises(IndexError):
+        stream[[frames]]

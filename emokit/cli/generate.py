@@ -26,7 +26,10 @@ def generate_command(
     seed: Annotated[int | None, typer.Option("--seed", help="Noise seed: same seed, same video.")] = None,
     speed: Annotated[
         float | None,
-        typer.Option("--speed", help="Head rotation speed, degrees per frame (speed layers)."),
+        typer.Option(
+            "--speed",
+            help="Head rotation speed, degrees per frame (speed layers: needs a run with stage 3).",
+        ),
     ] = None,
     size: Annotated[
         int | None, typer.Option("--size", help="Output side in pixels (default: the checkpoint's).")
@@ -51,7 +54,7 @@ def generate_command(
     from emokit.data.audio import AudioError
     from emokit.generate.generator import Generator, Speech
     from emokit.generate.portrait import load_portrait
-    from emokit.train.checkpoint import inference_config
+    from emokit.train.checkpoint import inference_config, latest_finished_stage
 
     g, lab = recipe.generate, recipe.label
     if device == "auto":
@@ -59,6 +62,17 @@ def generate_command(
     try:
         # Cheap inputs first: a bad portrait or audio fails before the model loads. Portrait
         # warnings (several faces, small face) are logged as they are found.
+        inference_config(checkpoint)  # a run with no finished stage fails here, in one line
+        stage = latest_finished_stage(checkpoint) or 1
+        if speed is not None and stage < 3:
+            # An error, not a warning: the user asked for a head speed this model cannot follow
+            # (only stage 3 trains the speed layers); a video made without it would look like a
+            # success in a batch script.
+            fail(
+                f"--speed needs a run trained through stage 3 (speed layers); {checkpoint} ends "
+                f"at stage {stage}: run `emokit train DATASET --stage 3 -o {checkpoint}` or drop --speed",
+                code=2,
+            )
         if not (size or g.size):  # 0 = the resolution the checkpoint was trained at
             trained = inference_config(checkpoint)
             size = trained.sample_size * trained.vae_factor

@@ -16,7 +16,10 @@ def train_command(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder with shards/ (from `emokit label`).")],
     stage: Annotated[int, typer.Option("--stage", help="EMO stage: 1 images, 2 video+audio, 3 speed.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created, or resumed).")],
-    preset: Annotated[str | None, typer.Option("--preset", help="Model size: tiny or sd15.")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help="Model size: tiny, tiny-face (learns one face on CPU) or sd15."),
+    ] = None,
     init: Annotated[
         str | None, typer.Option("--init", help="Stage 1: diffusers SD1.5 folder or hub id.")
     ] = None,
@@ -29,6 +32,10 @@ def train_command(
     lr: Annotated[float | None, typer.Option("--lr", help="AdamW learning rate (EMO: 1e-5).")] = None,
     checkpoint_every: Annotated[
         int | None, typer.Option("--checkpoint-every", help="Steps between checkpoints.")
+    ] = None,
+    time_limit: Annotated[
+        float | None,
+        typer.Option("--time-limit", help="Minutes; then the stage ends, finished at the step reached."),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     workers: Workers = None,
@@ -67,6 +74,7 @@ def train_command(
             workers=workers,
             progress=not quiet,
             log=(lambda _: None) if quiet else typer.echo,
+            time_limit_s=None if time_limit is None else time_limit * 60,
         )
     except (TrainError, DatasetError, CheckpointError, ValueError, OSError) as e:
         fail(str(e), code=2)

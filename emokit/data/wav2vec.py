@@ -33,7 +33,14 @@ RANDOM_MARKER = "emokit_random_init"  # config.json key set by the savers below
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AudioEncoder", "AudioModelError", "base_size_wav2vec", "resolve_precision", "save_tiny_wav2vec"]
+__all__ = [
+    "AudioEncoder",
+    "AudioModelError",
+    "TokenStream",
+    "base_size_wav2vec",
+    "resolve_precision",
+    "save_tiny_wav2vec",
+]
 
 
 def _load(model: str | Path) -> tuple[Wav2Vec2Net, bool]:
@@ -158,42 +165,104 @@ class AudioEncoder:
 
         Audio shorter than num_frames / fps is padded with silence; audio past it is context only.
         """
-        wav = np.asarray(wav16k, dtype=np.float32)
-        if wav.ndim != 1:
-            raise ValueError(f"expected mono audio [samples], got shape {wav.shape}")
-        if num_frames < 0 or fps <= 0:
-            raise ValueError(f"num_frames must be >= 0 and fps > 0, got {num_frames}, {fps}")
+        plan = _ChunkPlan(self, wav16k, num_frames, fps)
         out = np.zeros((num_frames, self.num_layers, self.dim), dtype=np.float16)
-        if num_frames == 0:
-            return out
-        if self.normalize and wav.size:  # the feature extractor's statistics, over the whole clip
-            wav = (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)
-        need = max(round(num_frames / fps * SAMPLE_RATE), self.field)
-        if wav.size < need:
-            wav = np.concatenate([wav, np.zeros(need - wav.size, np.float32)])
-        n = wav.size
-        total_tokens = self._tokens(n)
-        centres = (np.arange(num_frames) + 0.5) / fps * SAMPLE_RATE  # in samples
-        pos = np.clip((centres - self.field / 2) / self.stride, 0, total_tokens - 1)
-        owner = np.minimum(centres // self.core, (need - 1) // self.core).astype(np.int64)
-        spans = []
-        for c in np.unique(owner).tolist():
-            lo = max(0, c * self.core - self.overlap)
-            hi = min(n, (c + 1) * self.core + self.overlap)
-            spans.append((c, lo, hi))
         # Batch consecutive chunks of equal length (no padding: it would change GroupNorm stats).
-        i = 0
+        spans, i = plan.spans, 0
         while i < len(spans):
             size = spans[i][2] - spans[i][1]
             j = i + 1
             while j < len(spans) and j - i < self.batch_size and spans[j][2] - spans[j][1] == size:
                 j += 1
             group = spans[i:j]
-            hs = self._forward(np.stack([wav[lo:hi] for _, lo, hi in group]))
+            hs = self._forward(np.stack([plan.wav[lo:hi] for _, lo, hi in group]))
             for (c, lo, _hi), h in zip(group, hs):
-                frames = np.nonzero(owner == c)[0]
-                out[frames] = _interpolate(h, pos[frames], lo // self.stride, total_tokens)
+                frames = plan.frames_of(c)
+                out[frames] = _interpolate(h, plan.pos[frames], lo // self.stride, plan.total_tokens)
             i = j
+        return out
+
+    def stream(self, wav16k: np.ndarray, num_frames: int, fps: float = 30) -> TokenStream:
+        """The tokens ``__call__`` gives, computed chunk by chunk as rows are asked for, so memory
+        stays flat in audio length (generation asks clip by clip)."""
+        return TokenStream(self, _ChunkPlan(self, wav16k, num_frames, fps))
+
+
+class _ChunkPlan:
+    """Normalised, padded audio and which chunk computes which frame (shared by both paths)."""
+
+    def __init__(self, enc: AudioEncoder, wav16k: np.ndarray, num_frames: int, fps: float) -> None:
+        wav = np.asarray(wav16k, dtype=np.float32)
+        if wav.ndim != 1:
+            raise ValueError(f"expected mono audio [samples], got shape {wav.shape}")
+        if num_frames < 0 or fps <= 0:
+            raise ValueError(f"num_frames must be >= 0 and fps > 0, got {num_frames}, {fps}")
+        self.num_frames = num_frames
+        if num_frames == 0:
+            self.wav, self.total_tokens, self.spans = wav, 0, []
+            self.pos = self.owner = np.zeros(0)
+            return
+        if enc.normalize and wav.size:  # the feature extractor's statistics, over the whole clip
+            wav = (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)
+        need = max(round(num_frames / fps * SAMPLE_RATE), enc.field)
+        if wav.size < need:
+            wav = np.concatenate([wav, np.zeros(need - wav.size, np.float32)])
+        n = wav.size
+        self.wav = wav
+        self.total_tokens = enc._tokens(n)
+        centres = (np.arange(num_frames) + 0.5) / fps * SAMPLE_RATE  # in samples
+        self.pos = np.clip((centres - enc.field / 2) / enc.stride, 0, self.total_tokens - 1)
+        self.owner = np.minimum(centres // enc.core, (need - 1) // enc.core).astype(np.int64)
+        self.spans = []  # (chunk, first sample, end sample) with the overlap on both sides
+        for c in np.unique(self.owner).tolist():
+            lo = max(0, c * enc.core - enc.overlap)
+            hi = min(n, (c + 1) * enc.core + enc.overlap)
+            self.spans.append((c, lo, hi))
+
+    def frames_of(self, chunk: int) -> np.ndarray:
+        return np.nonzero(self.owner == chunk)[0]
+
+
+class TokenStream:
+    """Per-frame tokens [num_frames, L, D] float16 on demand: ``stream[rows]`` for any row list.
+
+    Each chunk is computed the first time one of its frames is asked for; only the chunks of the
+    latest request are kept (consecutive clips reuse them), so memory is one or two chunks
+    (30 s: 18 MB with wav2vec2-base's 13 × 768) however long the audio. Tokens equal
+    ``AudioEncoder.__call__``'s up to float rounding (chunks are not batched here).
+    """
+
+    def __init__(self, encoder: AudioEncoder, plan: _ChunkPlan) -> None:
+        self.encoder, self.plan = encoder, plan
+        self._chunks: dict[int, np.ndarray] = {}  # chunk → tokens of the frames it owns
+        self._spans = {c: (lo, hi) for c, lo, hi in plan.spans}
+
+    def __len__(self) -> int:
+        return self.plan.num_frames
+
+    def _chunk(self, c: int) -> np.ndarray:
+        if c not in self._chunks:
+            enc, plan = self.encoder, self.plan
+            lo, hi = self._spans[c]
+            h = enc._forward(plan.wav[None, lo:hi])[0]
+            frames = plan.frames_of(c)
+            self._chunks[c] = _interpolate(h, plan.pos[frames], lo // enc.stride, plan.total_tokens)
+        return self._chunks[c]
+
+    def __getitem__(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"rows outside 0..{len(self) - 1}")
+        owners = self.plan.owner[rows]
+        wanted = np.unique(owners).tolist()
+        out = np.empty((rows.size, self.encoder.num_layers, self.encoder.dim), np.float16)
+        for c in wanted:
+            first_frame = int(self.plan.frames_of(c)[0])
+            sel = owners == c
+            out[sel] = self._chunk(c)[rows[sel] - first_frame]
+        for c in list(self._chunks):  # keep only what this request used
+            if c not in wanted:
+                del self._chunks[c]
         return out
 
 

@@ -1,11 +1,13 @@
 """Generator: one portrait + a speech track → an mp4 as long as the audio (EMO inference).
 
 Clip after clip of ``frames`` frames: each clip starts from fresh noise, sees the last
-``motion_frames`` latents the previous clip produced (zeros for the first) and its own slice of
-the per-frame wav2vec tokens, and is denoised with DDIM + classifier-free guidance. ReferenceNet
-runs on the portrait once per video and on the motion frames once per clip — never per step. Each
-clip is decoded and streamed to the mp4 writer as soon as it is done, so memory stays flat however
-long the audio is (peers keep every latent or frame and run out of memory on minutes of audio).
+``motion_frames`` latents the previous clip produced (the first clip: zero motion maps, exactly
+what training feeds a sample whose motion frames are dropped) and its own slice of the per-frame
+wav2vec tokens with ±2 real neighbouring frames across clip edges, and is denoised with DDIM +
+classifier-free guidance. ReferenceNet runs on the portrait once per video and on the motion
+frames once per clip — never per step. Each clip is decoded and streamed to the mp4 writer as
+soon as it is done, so memory stays flat however long the audio is (peers keep every latent or
+frame and run out of memory on minutes of audio).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from emokit.data.wav2vec import SAMPLE_RATE, AudioEncoder
 from emokit.generate.portrait import Portrait, load_portrait
 from emokit.generate.sampler import Denoiser, cfg_denoiser, ddim_sample, ddim_timesteps
 from emokit.models import EMOModel, ReferenceFeatures
+from emokit.models.window import context_rows
 from emokit.train.checkpoint import final_checkpoint, latest_finished_stage, load_for_inference
 from emokit.train.noise import load_scheduler
 
@@ -149,6 +152,7 @@ class Generator:
             crf,
             progress,
         )
+        self.trained_stage = latest_finished_stage(checkpoint_dir) or 1
 
     @classmethod
     def from_parts(
@@ -164,8 +168,10 @@ class Generator:
         timestep_spacing: str = _GEN.timestep_spacing,
         crf: int = _GEN.crf,
         progress: bool = True,
+        trained_stage: int = 3,
     ) -> Generator:
-        """A generator around an in-memory model (benchmarks with random weights, notebooks)."""
+        """A generator around an in-memory model (benchmarks with random weights, notebooks);
+        ``trained_stage``: the last EMO stage its weights went through (3: speed layers trained)."""
         dev = torch.device(device)
         self = cls.__new__(cls)
         self._setup(
@@ -180,6 +186,7 @@ class Generator:
             crf,
             progress,
         )
+        self.trained_stage = trained_stage
         return self
 
     def _setup(
@@ -272,7 +279,7 @@ class Generator:
             steps=steps,
             cfg=cfg,
             seed=seed,
-            speed=speed,
+            speed=speed if self.speed_trained else None,
             seconds=time.perf_counter() - start,
             warnings=portrait.warnings,
         )
@@ -295,6 +302,7 @@ class Generator:
         self._check_settings(steps, cfg)
         size = portrait.size
         self._check_size(size)
+        speed = speed if self.speed_trained else None  # untrained speed layers: no input at all
         timesteps = ddim_timesteps(len(self.alphas_cumprod), steps, self.spacing)
         clips = math.ceil(speech.frames / self.frames)
         log.info(
@@ -306,7 +314,7 @@ class Generator:
             steps,
             cfg,
         )
-        tokens = self.encoder(speech.wav16k, speech.frames, fps=FPS)  # [F, L, D] float16
+        tokens = self.encoder.stream(speech.wav16k, speech.frames, fps=FPS)  # [F, L, D], clip by clip
         ref_latents = self.model.encode(_to_pixels(portrait.image, self.device, self.dtype))
         portrait_ref = self.model.reference(ref_latents)  # ReferenceNet on the portrait: once
         mask = torch.from_numpy(portrait.face_mask)[None].to(self.device, self.dtype)
@@ -319,8 +327,10 @@ class Generator:
         with tqdm(total=clips, desc="clips", unit="clip", disable=not self.progress) as clip_bar:
             for k in range(clips):
                 first, keep = k * self.frames, min(self.frames, speech.frames - k * self.frames)
-                audio_clip = _clip_tokens(tokens, first, self.frames, self.device)
-                ref = self._clip_reference(portrait_ref, motion)  # motion frames: once per clip
+                audio_clip = _clip_tokens(
+                    tokens, first, self.frames, self.model.config.audio_window, self.device
+                )
+                ref = self._clip_reference(portrait_ref, motion, k == 0)  # once per clip
                 denoise = cfg_denoiser(self._model_fn(ref, audio_clip, mask, speed_clip, cfg), cfg)
                 x_T = torch.randn(1, self.frames, c, h, w, generator=noise_gen).to(self.device)
                 with tqdm(
@@ -336,6 +346,11 @@ class Generator:
                 yield from self._decode(latents[0, :keep])
                 clip_bar.update()
 
+    @property
+    def speed_trained(self) -> bool:
+        """Whether the run went through stage 3, the only one that trains the speed layers."""
+        return self.trained_stage >= 3
+
     def _check_settings(self, steps: int, cfg: float) -> None:
         if cfg < 1.0:
             raise GenerateError(f"cfg must be >= 1 (1 = no guidance), got {cfg}")
@@ -347,10 +362,15 @@ class Generator:
                 f"size must be a positive multiple of {self.size_multiple} for this model, got {size}"
             )
 
-    def _clip_reference(self, portrait_ref: ReferenceFeatures, motion: torch.Tensor) -> ReferenceFeatures:
+    def _clip_reference(
+        self, portrait_ref: ReferenceFeatures, motion: torch.Tensor, first: bool = False
+    ) -> ReferenceFeatures:
+        """The clip's ReferenceNet features: the portrait's, plus the motion frames' site features
+        (zero maps for the ``first`` clip: ``drop_motion_features``, as in training)."""
         if not self.motion_frames:
             return portrait_ref
-        sites = self.model.motion_features(motion)
+        drop = torch.full((motion.shape[0],), first, dtype=torch.bool, device=motion.device)
+        sites = self.model.motion_features(motion, drop)
         return ReferenceFeatures(portrait_ref.tokens, portrait_ref.latent_hw, sites, self.motion_frames)
 
     def _model_fn(
@@ -396,12 +416,13 @@ def _to_pixels(image: np.ndarray, device: torch.device, dtype: torch.dtype) -> t
     return rearrange(x, "h w c -> 1 c h w").to(dtype) / 127.5 - 1.0
 
 
-def _clip_tokens(tokens: np.ndarray, first: int, frames: int, device: torch.device) -> torch.Tensor:
-    """[1, frames, L, D] tokens of one clip; the last clip repeats its final token past the audio."""
-    part = tokens[first : first + frames]
-    if len(part) < frames:
-        part = np.concatenate([part, np.repeat(part[-1:], frames - len(part), axis=0)])
-    return torch.from_numpy(part)[None].to(device)
+def _clip_tokens(
+    tokens: np.ndarray, first: int, frames: int, context: int, device: torch.device
+) -> torch.Tensor:
+    """[1, frames + 2·context, L, D] tokens of one clip with ±context real neighbouring frames;
+    the first/last token repeats only before the audio starts or past its end."""
+    rows = context_rows(first, frames, context, len(tokens))
+    return torch.from_numpy(tokens[rows])[None].to(device)
 
 
 def _ticking(denoise: Denoiser, bar: tqdm) -> Denoiser:

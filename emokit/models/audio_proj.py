@@ -1,6 +1,7 @@
 """Audio projection: per-frame wav2vec features → a few audio tokens for the audio-attention.
 
-Each frame sees the ±``audio_window`` frames around it (edge-padded) of all ``audio_layers`` hidden
+Each frame sees the ±``audio_window`` frames around it (the real neighbours when the input carries
+them, see ``window``; else edge-padded) of all ``audio_layers`` hidden
 states (EMO / Hallo), flattened and mapped by an MLP to ``audio_tokens`` tokens of the UNet's
 cross-attention width. The last layer starts at zero so the tokens begin equal to the "no audio"
 tokens (zeros): adding audio in stage 2 leaves the stage-1 model's output unchanged at first.
@@ -17,7 +18,7 @@ from emokit.models.window import frame_window
 
 
 class AudioProjection(nn.Module):
-    """[b, f, L, D] wav2vec tokens → [b, f, audio_tokens, cross_attention_dim]."""
+    """[b, f (+2·audio_window context), L, D] wav2vec tokens → [b, f, audio_tokens, width]."""
 
     def __init__(self, config: EMOConfig) -> None:
         super().__init__()
@@ -40,12 +41,15 @@ class AudioProjection(nn.Module):
         weight = self.mlp[-1].weight
         return weight.new_zeros(b, f, self.tokens, self.width)
 
-    def forward(self, audio: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
-        """``drop`` (bool [b]) replaces those samples' tokens by the null tokens."""
+    def forward(
+        self, audio: torch.Tensor, drop: torch.Tensor | None = None, frames: int | None = None
+    ) -> torch.Tensor:
+        """``drop`` (bool [b]) replaces those samples' tokens by the null tokens; ``frames``: the
+        clip length when ``audio`` carries ±audio_window context rows."""
         if audio.ndim != 4 or tuple(audio.shape[2:]) != (self.layers, self.dim):
             raise ValueError(f"audio must be [b, f, {self.layers}, {self.dim}], got {tuple(audio.shape)}")
         weight = self.mlp[0].weight
-        windows = frame_window(audio.to(weight.dtype), self.window)  # b f w l d
+        windows = frame_window(audio.to(weight.dtype), self.window, frames)  # b f w l d
         tokens = self.mlp(rearrange(windows, "b f w l d -> b f (w l d)"))
         tokens = rearrange(tokens, "b f (t c) -> b f t c", t=self.tokens)
         if drop is not None:

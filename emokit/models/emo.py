@@ -26,6 +26,7 @@ from emokit.models.audio_proj import AudioProjection
 from emokit.models.config import EMOConfig
 from emokit.models.context import ContextSlot, FrameContext
 from emokit.models.face_locator import FaceLocator
+from emokit.models.pixel_latent import PixelLatent
 from emokit.models.reference import ReferenceFeatures
 from emokit.models.speed import SpeedEncoder
 from emokit.models.stages import set_stage
@@ -43,7 +44,11 @@ class EMOModel(nn.Module):
         super().__init__()
         self.config = config
         self._slot = ContextSlot()
-        self.vae = AutoencoderKL(**config.vae_kwargs())
+        self.vae: AutoencoderKL | PixelLatent = (
+            PixelLatent(config.pixel_patch, config.vae_scaling_factor)
+            if config.latent == "pixel"
+            else AutoencoderKL(**config.vae_kwargs())
+        )
         self.vae.requires_grad_(False)
         self.backbone = UNet2DConditionModel(**config.unet_kwargs())
         self.reference_net = UNet2DConditionModel(**config.unet_kwargs())
@@ -65,13 +70,17 @@ class EMOModel(nn.Module):
     # ---- VAE -------------------------------------------------------------------------------
     def encode(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """[B,3,H,W] in [-1,1] → scaled latents [B,4,H/8,W/8]; the posterior mean unless a
-        generator asks for a sample (training noise on the latent)."""
+        generator asks for a sample (training noise on the latent). The pixel latent is exact."""
+        if isinstance(self.vae, PixelLatent):
+            return self.vae.encode(pixels.to(self.dtype))
         dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
         latents = dist.mean if generator is None else dist.sample(generator)
         return latents * self.config.vae_scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents [B,4,h,w] → pixels [B,3,8h,8w] in [-1,1]."""
+        if isinstance(self.vae, PixelLatent):
+            return self.vae.decode(latents).clamp(-1.0, 1.0)
         z = latents.to(self.vae.dtype) / self.config.vae_scaling_factor
         return self.vae.decode(z).sample.clamp(-1.0, 1.0)
 
@@ -91,18 +100,26 @@ class EMOModel(nn.Module):
             )
         return ctx.record_tokens, ctx.record_sites
 
-    def motion_features(self, motion_latents: torch.Tensor) -> dict[str, torch.Tensor]:
-        """ReferenceNet site features of motion frames [b,n,4,h,w] → {site: [(b n),c,h',w']}."""
+    def motion_features(
+        self, motion_latents: torch.Tensor, drop: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """ReferenceNet site features of motion frames [b,n,4,h,w] → {site: [(b n),c,h',w']};
+        ``drop`` (bool [b]) gives those samples zero maps (see ``drop_motion_features``)."""
         _check(
             motion_latents.ndim == 5, f"motion_latents must be [b,n,4,h,w], got {tuple(motion_latents.shape)}"
         )
         _, sites = self._run_reference_net(rearrange(motion_latents, "b n c h w -> (b n) c h w"))
-        return sites
+        return drop_motion_features(sites, drop, motion_latents.shape[1])
 
     def reference(
-        self, ref_latents: torch.Tensor, motion_latents: torch.Tensor | None = None
+        self,
+        ref_latents: torch.Tensor,
+        motion_latents: torch.Tensor | None = None,
+        drop_motion: torch.Tensor | None = None,
     ) -> ReferenceFeatures:
-        """Run ReferenceNet once per clip on the reference (and motion frames) in one batch."""
+        """Run ReferenceNet once per clip on the reference (and motion frames) in one batch;
+        ``drop_motion`` (bool [b]) gives those samples zero motion maps (training's stand-in for
+        a video's first clip, which has no previous frames)."""
         _check(
             ref_latents.ndim == 4 and ref_latents.shape[1] == self.config.latent_channels,
             f"ref_latents must be [b,{self.config.latent_channels},h,w], got {tuple(ref_latents.shape)}",
@@ -128,6 +145,7 @@ class EMOModel(nn.Module):
                 k: rearrange(rearrange(v, "(b t) c h w -> b t c h w", b=b)[:, 1:], "b n c h w -> (b n) c h w")
                 for k, v in sites.items()
             }
+            motion = drop_motion_features(motion, drop_motion, n)
         return ReferenceFeatures(ref_tokens, (h, w), motion, n)
 
     # ---- denoiser --------------------------------------------------------------------------
@@ -143,8 +161,10 @@ class EMOModel(nn.Module):
         drop_reference: torch.Tensor | None = None,
         drop_audio: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """eps prediction [b,f,4,h,w]. Motion frames come from ``ref`` (``reference()``) or,
-        when ``ref`` has none, from ``motion_latents`` (ReferenceNet then runs inside this call).
+        """eps prediction [b,f,4,h,w]. ``audio`` [b,f,L,D] and ``speed`` [b,f] may carry their
+        real neighbours: f + 2·window rows (see ``models.window``). Motion frames come from
+        ``ref`` (``reference()``) or, when ``ref`` has none, from ``motion_latents`` (ReferenceNet
+        then runs inside this call).
         Speed acts only through the temporal modules, so the image model (f = 1, no motion
         frames) ignores it. ``ref`` may also be the reference latents [b,4,h,w]: ReferenceNet then
         runs inside this call, which is what a DDP-wrapped training step needs (inference passes
@@ -177,11 +197,11 @@ class EMOModel(nn.Module):
         if audio is None:
             tokens = self.audio_proj.null_tokens(b, f)
         else:
-            tokens = self.audio_proj(audio, drop_audio)
+            tokens = self.audio_proj(audio, drop_audio, f)
         temporal = f > 1 or n > 0
         speed_tokens = None
         if speed is not None and temporal:
-            speed_tokens = rearrange(self.speed_encoder(speed), "b f t c -> (b f) t c")
+            speed_tokens = rearrange(self.speed_encoder(speed, f), "b f t c -> (b f) t c")
         face = self.face_locator(face_mask.to(dtype))
         x = rearrange(noisy.to(dtype) + face[:, None], "b f c h w -> (b f) c h w")
         ctx = FrameContext(
@@ -229,10 +249,19 @@ class EMOModel(nn.Module):
         )
         for name, flag in (("drop_reference", drop_reference), ("drop_audio", drop_audio)):
             _check(flag is None or tuple(flag.shape) == (b,), f"{name} must be bool [{b}]")
+        a, v = f + 2 * self.config.audio_window, f + 2 * self.config.speed_window  # with context
         if audio is not None:
-            _check(tuple(audio.shape[:2]) == (b, f), f"audio must be [{b},{f},L,D], got {tuple(audio.shape)}")
+            _check(
+                audio.ndim == 4 and audio.shape[0] == b and audio.shape[1] in (f, a),
+                f"audio must be [{b},{f} or {a} (±{self.config.audio_window} context),L,D], "
+                f"got {tuple(audio.shape)}",
+            )
         if speed is not None:
-            _check(tuple(speed.shape) == (b, f), f"speed must be [{b},{f}], got {tuple(speed.shape)}")
+            _check(
+                speed.ndim == 2 and speed.shape[0] == b and speed.shape[1] in (f, v),
+                f"speed must be [{b},{f} or {v} (±{self.config.speed_window} context)], "
+                f"got {tuple(speed.shape)}",
+            )
 
     # ---- training helpers ------------------------------------------------------------------
     def set_stage(self, stage: int) -> list[nn.Parameter]:
@@ -270,6 +299,25 @@ class EMOModel(nn.Module):
         """Backbone + ReferenceNet from the diffusers UNet (``unet/``), VAE from ``vae/``,
         temporal self-attention optionally from a diffusers ``MotionAdapter``."""
         return pretrained.init_from_sd15(cls, path_or_hub_id, config, motion_adapter)
+
+
+def drop_motion_features(
+    sites: dict[str, torch.Tensor], drop: torch.Tensor | None, n: int
+) -> dict[str, torch.Tensor]:
+    """Motion-frame site features {site: [(b n),c,h,w]} with the samples flagged in ``drop``
+    (bool [b]) set to zero maps.
+
+    EMO starts a video's first clip from zero motion maps. Training draws that case for a share
+    of its samples (``TrainConfig.motion_dropout``) and generation feeds exactly the same zeros
+    to the first clip, so the temporal modules know the input they meet there. (Zero *latents*
+    through ReferenceNet, the alternative, give non-zero features training never shows.)
+    """
+    if drop is None:
+        return sites
+    keep = ~repeat(drop.to(torch.bool), "b -> (b n) 1 1 1", n=n)
+    return {
+        k: torch.where(keep, v, torch.zeros((), dtype=v.dtype, device=v.device)) for k, v in sites.items()
+    }
 
 
 def _check(ok: bool, message: str) -> None:

@@ -153,6 +153,10 @@ def init_from_sd15(
     cls: type[M], path: str | Path, config: EMOConfig, motion_adapter: str | Path | None = None
 ) -> M:
     """Backbone and ReferenceNet both start from the SD1.5 UNet; the VAE is SD1.5's."""
+    if config.latent != "kl":
+        raise InitWeightsError(
+            f"--init {path}: an SD1.5 folder needs a preset with the KL VAE, not latent={config.latent!r}"
+        )
     unet = _load_diffusers(UNet2DConditionModel, path, "unet", "--init")
     vae = _load_diffusers(AutoencoderKL, path, "vae", "--init")
     _check_layout(dict(unet.config), config.unet_kwargs(), path, "unet")

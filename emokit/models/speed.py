@@ -2,7 +2,8 @@
 
 The speed v (deg/frame) is encoded against d buckets with centres c_k and radii r_k as
 s_k = tanh((v − c_k) / r_k · 3), a soft thermometer code; frame i then sees the codes of frames
-i−2..i+2 (edge-padded) and an MLP turns them into ``speed_tokens`` tokens.
+i−2..i+2 (real neighbours when the input carries them, else edge-padded) and an MLP turns them
+into ``speed_tokens`` tokens.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def speed_encoding(speed: torch.Tensor, centres: torch.Tensor, radii: torch.Tens
 
 
 class SpeedEncoder(nn.Module):
-    """[b, f] deg/frame → [b, f, speed_tokens, speed_dim]."""
+    """[b, f (+2·speed_window context)] deg/frame → [b, f, speed_tokens, speed_dim]."""
 
     def __init__(self, config: EMOConfig) -> None:
         super().__init__()
@@ -36,13 +37,14 @@ class SpeedEncoder(nn.Module):
             nn.Linear(config.speed_hidden, self.tokens * self.dim),
         )
 
-    def forward(self, speed: torch.Tensor) -> torch.Tensor:
+    def forward(self, speed: torch.Tensor, frames: int | None = None) -> torch.Tensor:
+        """``frames``: the clip length when ``speed`` carries ±speed_window context rows."""
         if speed.ndim != 2:
             raise ValueError(f"speed must be [b, f] degrees per frame, got {tuple(speed.shape)}")
         weight = self.mlp[0].weight
         codes = speed_encoding(
             speed.to(weight.dtype), self.centres.to(weight.dtype), self.radii.to(weight.dtype)
         )
-        windows = frame_window(codes, self.window)  # b f w d
+        windows = frame_window(codes, self.window, frames)  # b f w d
         tokens = self.mlp(rearrange(windows, "b f w d -> b f (w d)"))
         return rearrange(tokens, "b f (t c) -> b f t c", t=self.tokens)

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from emokit.data.schema import OK, read_table
+from emokit.models.window import context_rows
 
 # What the index needs per clip (a subset of LABEL_COLUMNS: no per-frame boxes or poses).
 _INDEX_COLUMNS = [
@@ -144,35 +145,59 @@ def index_clips(
     return clips, s
 
 
-def decode_frames(mp4: bytes, indices: Sequence[int], fps: int, resolution: int) -> np.ndarray:
+def decode_frames(
+    mp4: bytes,
+    indices: Sequence[int],
+    fps: int,
+    resolution: int,
+    threads: int = 1,
+    stats: dict[str, int] | None = None,
+) -> np.ndarray:
     """Frames ``indices`` of a constant-fps mp4 as uint8 [len, res, res, 3], decoding only what's needed.
 
-    Seeks to the keyframe before the first wanted frame and stops after the last one; frame indices
-    come from timestamps, so a seek that lands anywhere still yields the right frames. Resizing
-    happens inside the pixel-format conversion (one swscale pass).
+    Wanted frames are grouped into runs; each run seeks to the keyframe before its first frame and
+    stops after its last. A frame more than one second (``fps`` frames: label's keyframe interval)
+    after the previous wanted one starts a new run, so a reference far from the training window
+    costs one keyframe interval, not the whole span between. Frame indices come from timestamps,
+    so a seek that lands anywhere still yields the right frames. Resizing happens inside the
+    pixel-format conversion (one swscale pass). ``threads``: decoder threads (DataLoader workers
+    each own a core: 1, not FFmpeg's one-per-core default). ``stats["decoded"]`` counts frames.
     """
     wanted = sorted(set(indices))
+    runs: list[list[int]] = [[wanted[0]]]
+    for k in wanted[1:]:
+        if k - runs[-1][-1] > fps:
+            runs.append([k])
+        else:
+            runs[-1].append(k)
     got: dict[int, np.ndarray] = {}
+    decoded = 0
     try:
         with av.open(io.BytesIO(mp4)) as container:
             vs = container.streams.video[0]
-            vs.thread_type = "AUTO"
+            vs.codec_context.thread_count = max(1, threads)
+            if threads > 1:
+                vs.thread_type = "AUTO"
             tb = float(vs.time_base)
             start = vs.start_time or 0
-            if wanted[0] > 0:
-                container.seek(start + int(wanted[0] / fps / tb), stream=vs, backward=True)
-            for frame in container.decode(vs):
-                if frame.pts is None:
-                    raise ClipError("frame without a timestamp")
-                k = round((frame.pts - start) * tb * fps)
-                if k in wanted and k not in got:
-                    got[k] = frame.to_ndarray(
-                        format="rgb24", width=resolution, height=resolution, interpolation="AREA"
-                    )
-                if k >= wanted[-1]:
-                    break
+            for run in runs:
+                if run[0] > 0 or decoded:
+                    container.seek(start + int(run[0] / fps / tb), stream=vs, backward=True)
+                for frame in container.decode(vs):
+                    decoded += 1
+                    if frame.pts is None:
+                        raise ClipError("frame without a timestamp")
+                    k = round((frame.pts - start) * tb * fps)
+                    if k in run and k not in got:
+                        got[k] = frame.to_ndarray(
+                            format="rgb24", width=resolution, height=resolution, interpolation="AREA"
+                        )
+                    if k >= run[-1]:
+                        break
     except av.FFmpegError as e:
         raise ClipError(f"cannot decode clip mp4: {e}") from None
+    if stats is not None:
+        stats["decoded"] = decoded
     missing = [k for k in wanted if k not in got]
     if missing:
         raise ClipError(f"mp4 lacks frame(s) {missing[:3]} (decoded {len(got)} of {len(wanted)})")
@@ -225,8 +250,10 @@ class ClipDataset(Dataset):
     """Training samples; item ``k`` is global sample number k (see StepBatches), any k >= 0.
 
     Stage 1: {"frames" [1,3,H,W], "reference" [3,H,W], "face_mask" [1,H,W]}.
-    Stages 2-3 add {"motion" [n,3,H,W], "audio" [f,L,D] float32, "speed" [f]} with f target
-    frames that directly follow the n motion frames. Pixels are in [-1, 1].
+    Stages 2-3 add {"motion" [n,3,H,W], "audio" [f+2a,L,D] float32, "speed" [f+2s]} with f
+    target frames that directly follow the n motion frames; audio and speed carry the clip's
+    ±``audio_context``/``speed_context`` real neighbouring frames (the model's ±2-frame windows),
+    repeated only past the clip's true ends. Pixels are in [-1, 1].
     """
 
     def __init__(
@@ -237,6 +264,9 @@ class ClipDataset(Dataset):
         frames: int = 12,
         motion_frames: int = 4,
         seed: int = 0,
+        audio_context: int = 2,
+        speed_context: int = 2,
+        decode_threads: int = 1,
     ) -> None:
         if not clips:
             raise DatasetError("no usable clips for this stage")
@@ -246,6 +276,8 @@ class ClipDataset(Dataset):
         self.frames = 1 if stage == 1 else frames
         self.motion_frames = 0 if stage == 1 else motion_frames
         self.seed = seed
+        self.audio_context, self.speed_context = audio_context, speed_context
+        self.decode_threads = decode_threads
         self._perm: tuple[int, np.ndarray] | None = None
         self._rows = _RowCache()
 
@@ -279,7 +311,7 @@ class ClipDataset(Dataset):
         ref = int(rng.integers(clip.num_frames))
         if self.stage == 1 and clip.num_frames > 1:  # reference and target: two different frames
             ref = (start + 1 + int(rng.integers(clip.num_frames - 1))) % clip.num_frames
-        pixels = _pixels(decode_frames(video, [*window, ref], clip.fps, res))
+        pixels = _pixels(decode_frames(video, [*window, ref], clip.fps, res, self.decode_threads))
         sample: dict[str, torch.Tensor | str] = {
             "clip_id": clip.clip_id,
             "frames": pixels[n : n + f],
@@ -288,10 +320,13 @@ class ClipDataset(Dataset):
         }
         if self.stage > 1:
             sample["motion"] = pixels[:n]
-            sample["audio"] = audio_tokens(audio, clip.audio_shape, start + n, f)
-            speed = clip.velocity[start + n : start + n + f]
-            if len(speed) < f:  # stage 2 does not use speed; keep the batch shape uniform
-                speed = np.zeros(f, np.float32)
+            a, v = self.audio_context, self.speed_context
+            sample["audio"] = audio_tokens(audio, clip.audio_shape, start + n - a, f + 2 * a)
+            rows = context_rows(start + n, f, v, len(clip.velocity))
+            if rows is None:  # stage 2 does not use speed; keep the batch shape uniform
+                speed = np.zeros(f + 2 * v, np.float32)
+            else:
+                speed = clip.velocity[rows]
             sample["speed"] = torch.from_numpy(speed)
         return sample
 
@@ -299,7 +334,8 @@ class ClipDataset(Dataset):
 def audio_tokens(
     blob: bytes | None, shape: tuple[int, int, int] | None, start: int, count: int
 ) -> torch.Tensor:
-    """Audio tokens of frames [start, start+count) as float32 [count, L, D], edge-padded at the end.
+    """Audio tokens of frames [start, start+count) as float32 [count, L, D]; rows before 0 or past
+    the last token repeat the first/last one (``start`` may be negative: a clip's context).
 
     Wav2vec alignment can come out a frame short of the video; repeating the last token is the
     least surprising fill for that frame.
@@ -313,7 +349,7 @@ def audio_tokens(
             f"{frames * layers * dim * 2}"
         )
     tokens = np.frombuffer(blob, dtype="<f2").reshape(frames, layers, dim)
-    rows = np.minimum(np.arange(start, start + count), frames - 1)
+    rows = np.clip(np.arange(start, start + count), 0, frames - 1)
     return torch.from_numpy(tokens[rows].astype(np.float32))
 
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from diffusers import DDPMScheduler
 from einops import rearrange
@@ -32,12 +31,19 @@ from emokit import __version__
 from emokit.config import TrainConfig, as_dict
 from emokit.data.atomic import atomic_path
 from emokit.models import EMOConfig, EMOModel
+from emokit.models.stages import group_parameters
 from emokit.train import checkpoint as ckpt
 from emokit.train.dataset import ClipDataset, IndexSummary, StepBatches, index_clips
 from emokit.train.ema import EMA
 from emokit.train.noise import load_scheduler, training_scheduler
+from emokit.train.weighting import region_weights, weighted_mse
 
-PRESETS: dict[str, Callable[[], EMOConfig]] = {"tiny": EMOConfig.tiny, "sd15": EMOConfig.sd15}
+AUDIO_GROUPS = ("audio_proj", "backbone.audio_attention")  # parameter groups audio_lr_scale speeds up
+PRESETS: dict[str, Callable[[], EMOConfig]] = {
+    "tiny": EMOConfig.tiny,
+    "tiny-face": EMOConfig.tiny_face,
+    "sd15": EMOConfig.sd15,
+}
 LOG_FIELDS = ["step", "loss", "lr", "step_seconds"]
 
 
@@ -67,10 +73,24 @@ class DiffusionLoss(nn.Module):
     """The eps-prediction loss of one batch. The whole step sits in one forward, so DDP syncs
     every trainable part (ReferenceNet included) however the model routes through it."""
 
-    def __init__(self, model: EMOModel, scheduler: DDPMScheduler, stage: int, cond_dropout: float):
+    def __init__(
+        self,
+        model: EMOModel,
+        scheduler: DDPMScheduler,
+        stage: int,
+        cond_dropout: float,
+        cond_drop_both: float = 0.0,
+        motion_dropout: float = 0.0,
+        *,
+        face_weight: float = 1.0,
+        mouth_weight: float = 1.0,
+        motion_noise: float = 0.0,
+    ):
         super().__init__()
         self.model, self.scheduler = model, scheduler
         self.stage, self.cond_dropout = stage, cond_dropout
+        self.cond_drop_both, self.motion_dropout = cond_drop_both, motion_dropout
+        self.face_weight, self.mouth_weight, self.motion_noise = face_weight, mouth_weight, motion_noise
 
     def forward(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
         model, device = self.model, batch["frames"].device
@@ -84,13 +104,18 @@ class DiffusionLoss(nn.Module):
                 n = batch["motion"].shape[1]
                 motion = model.encode(rearrange(batch["motion"], "b n c h w -> (b n) c h w"), gen)
                 motion = rearrange(motion, "(b n) c h w -> b n c h w", n=n)
+                if self.motion_noise > 0:  # generated motion frames are never exact: train for it
+                    jitter = torch.randn(motion.shape, generator=gen, device=device, dtype=motion.dtype)
+                    motion = motion + self.motion_noise * jitter
         noise = torch.randn(latents.shape, generator=gen, device=device, dtype=latents.dtype)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=gen, device=device)
         noisy = self.scheduler.add_noise(latents, noise, t)
         # condition dropout for classifier-free guidance, drawn per sample
-        drop_ref = torch.rand(b, generator=gen, device=device) < self.cond_dropout
-        drop_audio = torch.rand(b, generator=gen, device=device) < self.cond_dropout
-        ref = model.reference(ref_latents, motion)
+        drop_ref, drop_audio = condition_drops(b, gen, self.cond_dropout, self.cond_drop_both)
+        drop_motion = None
+        if motion is not None and self.motion_dropout > 0:  # a first clip: zero motion maps
+            drop_motion = torch.rand(b, generator=gen, device=device) < self.motion_dropout
+        ref = model.reference(ref_latents, motion, drop_motion)
         eps = model(
             noisy,
             t,
@@ -101,7 +126,29 @@ class DiffusionLoss(nn.Module):
             drop_reference=drop_ref,
             drop_audio=drop_audio if self.stage > 1 else None,
         )
-        return F.mse_loss(eps.float(), noise.float())
+        weights = None
+        if self.face_weight != 1.0 or self.mouth_weight != 1.0:
+            weights = region_weights(
+                batch["face_mask"], latents.shape[-2:], self.face_weight, self.mouth_weight
+            )
+        return weighted_mse(eps, noise, weights)
+
+
+def condition_drops(
+    b: int, gen: torch.Generator, alone: float, both: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(drop_reference, drop_audio) bool [b] from one uniform draw per sample: the reference
+    alone with probability ``alone``, the audio alone with ``alone``, both with ``both``.
+
+    Classifier-free guidance at inference drops both together; two independent 5 % draws would
+    train that branch on 0.25 % of samples only, hence the separate "both" bucket. Stage 1 has
+    no audio, so its reference is dropped with alone + both.
+    """
+    u = torch.rand(b, generator=gen, device=gen.device)
+    drop_ref = u < alone
+    drop_audio = (u >= alone) & (u < 2 * alone)
+    both_ = (u >= 2 * alone) & (u < 2 * alone + both)
+    return drop_ref | both_, drop_audio | both_
 
 
 def step_seed(*parts: int) -> int:
@@ -121,11 +168,14 @@ def train(
     workers: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = tqdm.write,
+    time_limit_s: float | None = None,
 ) -> TrainResult:
     """Train ``stage`` of the run in ``run_dir`` on the shards of ``dataset``; resume if possible.
 
     Rerunning the same call after a crash continues from the last checkpoint; a finished stage
-    returns at once with ``already_finished``.
+    returns at once with ``already_finished``. ``time_limit_s`` ends the stage early (a finished
+    stage at the step reached) once this call has trained that long: a wall-clock budget, for
+    benchmarks and scheduler time limits; the step reached is in the result and train.json.
     """
     _validate(stage, cfg)
     if stage > 1 and (init or motion_adapter):
@@ -190,7 +240,16 @@ def train(
     start = ckpt.read_info(resume)["step"] if resume else 0
     workers = _default_workers(acc) if workers is None else workers
     loader = DataLoader(
-        ClipDataset(clips, stage, res, cfg.frames, cfg.motion_frames, cfg.seed),
+        ClipDataset(
+            clips,
+            stage,
+            res,
+            cfg.frames,
+            cfg.motion_frames,
+            cfg.seed,
+            model.config.audio_window,
+            model.config.speed_window,
+        ),
         batch_sampler=StepBatches(cfg.batch_size, start, rank, world),
         num_workers=workers,
         pin_memory=acc.device.type == "cuda",
@@ -198,8 +257,18 @@ def train(
     )
 
     # ---- optimizer, EMA, DDP ---------------------------------------------------------------
-    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    net = DiffusionLoss(model, scheduler, stage, cfg.cond_dropout)
+    opt = torch.optim.AdamW(_param_groups(model, trainable, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    net = DiffusionLoss(
+        model,
+        scheduler,
+        stage,
+        cfg.cond_dropout,
+        cfg.cond_drop_both,
+        cfg.motion_dropout,
+        face_weight=cfg.face_loss_weight,
+        mouth_weight=cfg.mouth_loss_weight,
+        motion_noise=cfg.motion_noise,
+    )
     net, opt = acc.prepare(net, opt)
     ema = EMA(list(zip(names, trainable)), cfg.ema_decay)
     if resume:
@@ -292,7 +361,16 @@ def train(
         bar.update(1)
         if step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
             save(step, finished=False)
+        if time_limit_s is not None and _all_past(acc, time.perf_counter() - t0 >= time_limit_s):
+            if main:
+                log(f"stage {stage}: time limit of {time_limit_s:.0f} s reached at step {step}")
+            break
     bar.close()
+    if pending:  # a time limit stopped between log rows
+        mean = acc.reduce(torch.stack(pending).mean(), reduction="mean").item()
+        losses.append(mean)
+        if logger:
+            logger.write(step, mean, opt.param_groups[0]["lr"], (time.perf_counter() - tick) / len(pending))
     if logger:
         logger.close()
     final = save(step, finished=True)
@@ -312,6 +390,25 @@ def train(
     )
 
 
+def _param_groups(model: EMOModel, params: list[nn.Parameter], cfg: TrainConfig) -> list[dict[str, Any]]:
+    """One AdamW group, or two when the audio layers (projection + audio-attention) get their own
+    learning rate (``audio_lr_scale``): they start from scratch in stage 2 while the rest is tuned."""
+    if cfg.audio_lr_scale == 1.0:
+        return [{"params": params}]
+    audio = {id(p) for g in AUDIO_GROUPS for _, p in group_parameters(model, g)}
+    groups = [
+        {"params": [p for p in params if id(p) not in audio]},
+        {"params": [p for p in params if id(p) in audio], "lr": cfg.lr * cfg.audio_lr_scale},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def _all_past(acc: Accelerator, past: bool) -> bool:
+    """True on every rank as soon as any rank is past its time limit (ranks stop together)."""
+    flag = torch.tensor(float(past), device=acc.device)
+    return bool(acc.reduce(flag, reduction="sum").item() > 0)
+
+
 def _validate(stage: int, cfg: TrainConfig) -> None:
     if stage not in (1, 2, 3):
         raise TrainError(f"--stage must be 1, 2 or 3, got {stage}")
@@ -320,8 +417,14 @@ def _validate(stage: int, cfg: TrainConfig) -> None:
     for name in ("max_steps", "batch_size", "checkpoint_every", "log_every", "frames"):
         if getattr(cfg, name) < 1:
             raise TrainError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.motion_frames < 0 or not 0.0 <= cfg.cond_dropout <= 1.0 or cfg.lr <= 0:
-        raise TrainError("need motion_frames >= 0, 0 <= cond_dropout <= 1 and lr > 0")
+    if cfg.motion_frames < 0 or cfg.lr <= 0:
+        raise TrainError("need motion_frames >= 0 and lr > 0")
+    drops = (cfg.cond_dropout, cfg.cond_drop_both, cfg.motion_dropout)
+    if min(drops) < 0 or 2 * cfg.cond_dropout + cfg.cond_drop_both > 1 or cfg.motion_dropout > 1:
+        raise TrainError(
+            "need cond_dropout, cond_drop_both, motion_dropout >= 0, "
+            "2·cond_dropout + cond_drop_both <= 1 and motion_dropout <= 1"
+        )
     if cfg.mixed_precision not in ("bf16", "fp16", "no"):
         raise TrainError(f"mixed_precision must be bf16, fp16 or no, got {cfg.mixed_precision!r}")
 
