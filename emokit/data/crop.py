@@ -94,7 +94,10 @@ def crop_square(frame: np.ndarray, crop_box: Sequence[int], size: int, pad: PadM
         borders = (sy0 - y0, y1 - sy1, sx0 - x0, x1 - sx1)  # top, bottom, left, right
         if any(borders):
             mode = cv2.BORDER_CONSTANT if pad == "zero" else cv2.BORDER_REPLICATE
-            region = cv2.copyMakeBorder(np.ascontiguousarray(region), *borders, mode, value=0)
+            top, bottom, left, right = borders
+            region = cv2.copyMakeBorder(
+                np.ascontiguousarray(region), top, bottom, left, right, mode, value=(0, 0, 0, 0)
+            )
     if side == size:
         return np.ascontiguousarray(region)
     interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC

@@ -7,6 +7,8 @@ i−2..i+2 (edge-padded) and an MLP turns them into ``speed_tokens`` tokens.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from einops import rearrange
 from torch import nn
@@ -22,6 +24,9 @@ def speed_encoding(speed: torch.Tensor, centres: torch.Tensor, radii: torch.Tens
 
 class SpeedEncoder(nn.Module):
     """[b, f] deg/frame → [b, f, speed_tokens, speed_dim]."""
+
+    centres: torch.Tensor  # buffers, registered in __init__
+    radii: torch.Tensor
 
     def __init__(self, config: EMOConfig) -> None:
         super().__init__()
@@ -39,7 +44,7 @@ class SpeedEncoder(nn.Module):
     def forward(self, speed: torch.Tensor) -> torch.Tensor:
         if speed.ndim != 2:
             raise ValueError(f"speed must be [b, f] degrees per frame, got {tuple(speed.shape)}")
-        weight = self.mlp[0].weight
+        weight = cast(nn.Linear, self.mlp[0]).weight
         codes = speed_encoding(
             speed.to(weight.dtype), self.centres.to(weight.dtype), self.radii.to(weight.dtype)
         )

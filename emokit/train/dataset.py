@@ -135,9 +135,9 @@ def index_clips(
                         fps=int(r["fps"]),
                         num_frames=int(r["num_frames"]),
                         size=int(r["size"]),
-                        face_mask_box=tuple(r["face_mask_box"]),  # type: ignore[arg-type]
+                        face_mask_box=tuple(r["face_mask_box"]),
                         velocity=np.asarray(r["velocity"] or [], np.float32),
-                        audio_shape=tuple(audio) if audio else None,  # type: ignore[arg-type]
+                        audio_shape=tuple(audio) if audio else None,
                     )
                 )
     s.usable = len(clips)
@@ -154,10 +154,10 @@ def decode_frames(mp4: bytes, indices: Sequence[int], fps: int, resolution: int)
     wanted = sorted(set(indices))
     got: dict[int, np.ndarray] = {}
     try:
-        with av.open(io.BytesIO(mp4)) as container:
+        with av.open(io.BytesIO(mp4), mode="r") as container:
             vs = container.streams.video[0]
             vs.thread_type = "AUTO"
-            tb = float(vs.time_base)
+            tb = float(vs.time_base or 0)  # emokit's clip mp4s always have one
             start = vs.start_time or 0
             if wanted[0] > 0:
                 container.seek(start + int(wanted[0] / fps / tb), stream=vs, backward=True)
