@@ -46,6 +46,7 @@ def read_rgb(path: Path):
 # Modules whose tests run whole pipelines (ingest/label/train/generate as subprocesses, DDP, the
 # demo's sample): marked `slow` here, in one place, so `make test-fast` leaves them out.
 SLOW_MODULES = {
+    "test_executor.py",  # starts process pools and a Ray cluster, kills workers
     "test_generate_cli.py",
     "test_generate_video.py",
     "test_ingest.py",
