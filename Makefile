@@ -16,8 +16,8 @@ UNLOCKED := jax|jaxlib|ml[-_]dtypes|opt[-_]einsum|opencv[-_]python|opencv[-_]con
 .PHONY: install demo test test-fast test-kernels lint typecheck lock manifest-example bench clean
 
 # The venv is exactly constraints.txt (no resolver, so nothing outside the lock comes in), plus emokit
-# itself, editable. It is rebuilt from scratch when the lock or pyproject changes.
-$(STAMP): pyproject.toml constraints.txt
+# itself, editable. It is rebuilt from scratch when the lock changes.
+$(STAMP): constraints.txt
 	rm -rf $(VENV)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --no-deps $(PIP_ARGS) -r constraints.txt

@@ -104,7 +104,7 @@ def _override(obj: T, values: dict[str, Any], where: str) -> T:
     unknown = set(values) - set(known)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    fixed: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     for k, v in fixed.items():
         default = getattr(obj, k)
         ok = isinstance(v, type(default)) or (isinstance(default, float) and isinstance(v, int))

@@ -51,9 +51,8 @@ def astronaut_video(path: Path, seconds: float = 6.0, fps: int = 25) -> Path:
             angle = 4.0 * math.sin(2 * math.pi * k / (fps * 2.5))
             m = cv2.getRotationMatrix2D((w * 0.45, h * 0.3), angle, 1.0)
             m[0, 2] += 6 * math.sin(2 * math.pi * k / (fps * 3.0))
-            frame = av.VideoFrame.from_ndarray(
-                cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT), format="rgb24"
-            )
+            turned = np.asarray(cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT), np.uint8)
+            frame = av.VideoFrame.from_ndarray(turned, format="rgb24")
             frame.pts, frame.time_base = k, Fraction(1, fps)
             out.mux(vs.encode(frame))
         out.mux(vs.encode(None))

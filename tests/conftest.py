@@ -43,8 +43,28 @@ def read_rgb(path: Path):
     return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
+# Modules whose tests run whole pipelines (ingest/label/train/generate as subprocesses, DDP, the
+# demo's sample): marked `slow` here, in one place, so `make test-fast` leaves them out.
+SLOW_MODULES = {
+    "test_executor.py",  # starts process pools and a Ray cluster, kills workers
+    "test_generate_cli.py",
+    "test_generate_video.py",
+    "test_ingest.py",
+    "test_label.py",
+    "test_manifest_example.py",
+    "test_sample.py",
+    "test_train_ddp.py",
+    "test_train_label.py",
+    "test_train_loop.py",
+    "test_train_resume.py",
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`gpu` tests skip cleanly where torch sees no CUDA device (CI never has one)."""
+    """Marks the SLOW_MODULES tests `slow`; `gpu` tests skip cleanly where torch sees no CUDA."""
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
     gpu = [item for item in items if "gpu" in item.keywords]
     if not gpu:
         return

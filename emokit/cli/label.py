@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -57,11 +57,11 @@ def label_command(
 
     Example: emokit label data/mydataset --audio-model ./wav2vec2-base-960h --workers 2
     """
-    from emokit.data.label import label  # heavy (mediapipe, av): import when the command runs
     from emokit.data.audio_model import AudioModelError
+    from emokit.data.label import label  # heavy (mediapipe, av): import when the command runs
 
     recipe = setup(config, verbose, quiet)
-    overrides = {
+    overrides: dict[str, Any] = {
         k: v
         for k, v in dict(size=size, audio_model=audio_model, shard_size=shard_size, syncnet=syncnet).items()
         if v is not None

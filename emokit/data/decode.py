@@ -111,7 +111,8 @@ def _orientation(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
     The matrix maps stored pixel (x, y) to display (a*x + c*y, b*x + d*y); only axis-aligned
     matrices (rotations by multiples of 90 degrees, with or without mirroring) exist in practice.
     """
-    sd = frame.side_data.get(SideDataType.DISPLAYMATRIX) if frame.side_data else None
+    # PyAV's stubs key side data by str only; the container takes the enum.
+    sd = frame.side_data.get(SideDataType.DISPLAYMATRIX) if frame.side_data else None  # type: ignore[call-overload]
     if sd is None:
         return False, False, False
     m = struct.unpack("9i", bytes(sd))

@@ -12,7 +12,7 @@ import io
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import av
 import cv2
@@ -70,11 +70,11 @@ class Mp4Writer:
         self.audio, self.audio_sr, self.audio_bitrate = audio, int(audio_sr), audio_bitrate
         self.dest = dest
         self.frames = 0
-        self._atomic = None  # atomic_path context for a path destination
-        self._container = None
-        self._video = None
-        self._audio = None
-        self._resampler = None
+        self._atomic: Any = None  # atomic_path context for a path destination
+        self._container: Any = None  # PyAV handles: set in __enter__ and on the first frame
+        self._video: Any = None
+        self._audio: Any = None
+        self._resampler: Any = None
         self._audio_sent = 0  # input samples handed to the audio encoder so far
 
     @staticmethod
@@ -135,11 +135,12 @@ class Mp4Writer:
                 self._check_size((w, h))
                 self.size = (w, h)
             self._open_streams(*self.size)
+        assert self.size is not None  # set with the first frame at the latest
         if (w, h) != tuple(self.size):
             raise EncodeError(f"frame is {w}x{h}, the video is {self.size[0]}x{self.size[1]}")
         # Sizes are even (checked above), so OpenCV's BT.601 limited-range RGB→I420 applies:
         # ~10× faster than swscale's reformat for the same conversion.
-        i420 = cv2.cvtColor(np.ascontiguousarray(frame_rgb), cv2.COLOR_RGB2YUV_I420)
+        i420 = np.asarray(cv2.cvtColor(np.ascontiguousarray(frame_rgb), cv2.COLOR_RGB2YUV_I420), np.uint8)
         frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         frame.pts = self.frames
         frame.time_base = self._video.codec_context.time_base
@@ -149,7 +150,7 @@ class Mp4Writer:
 
     def _send_audio(self, frames: int) -> None:
         """Encode the audio up to the end of ``frames`` video frames (silence past its end)."""
-        if self._audio is None:
+        if self._audio is None or self.audio is None:
             return
         upto = round(frames / self.fps * self.audio_sr)
         n = upto - self._audio_sent

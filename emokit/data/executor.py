@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -89,7 +89,9 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def run_local(fn: Callable[[S], R], samples: Iterable[S], workers: int | None = None) -> Iterator[Done[S, R]]:
+def run_local(
+    fn: Callable[[S], R], samples: Iterable[S], workers: int | None = None
+) -> Generator[Done[S, R], None, None]:
     """Yield results as they complete. ``workers <= 1`` runs in-process (easy to debug and profile).
 
     At most ``2 × workers`` samples are in flight, so memory stays bounded for long input lists.
@@ -150,7 +152,9 @@ def _alone(fn: Callable[[S], R], sample: S, ctx) -> R | Failed:
             return Failed("the worker process died on this sample (native crash or out of memory)")
 
 
-def run_ray(fn: Callable[[S], R], samples: Iterable[S], workers: int | None = None) -> Iterator[Done[S, R]]:
+def run_ray(
+    fn: Callable[[S], R], samples: Iterable[S], workers: int | None = None
+) -> Generator[Done[S, R], None, None]:
     """Same contract as :func:`run_local`, on a Ray cluster (``ray.init()`` joins one if configured).
 
     Like the local pool: at most ``2 × workers`` tasks in flight (``workers`` default: the
@@ -166,7 +170,7 @@ def run_ray(fn: Callable[[S], R], samples: Iterable[S], workers: int | None = No
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    remote = ray.remote(max_retries=1)(_call)
+    remote: Any = ray.remote(max_retries=1)(_call)
     todo = iter(enumerate(samples))
     refs: dict[Any, tuple[int, S]] = {}
     fn_ref = ray.put(fn)  # shipped once, not once per task
@@ -190,7 +194,7 @@ ENGINES = {"local": run_local, "ray": run_ray}
 
 def run(
     fn: Callable[[S], R], samples: Iterable[S], workers: int | None = None, engine: str = "local"
-) -> Iterator[Done[S, R]]:
+) -> Generator[Done[S, R], None, None]:
     """Run ``fn`` over ``samples`` with the named engine; results arrive in completion order."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")

@@ -49,7 +49,7 @@ def reusable(name: str, shape: tuple[int, ...]) -> np.ndarray:
 
 def _plane(frame: av.VideoFrame, i: int) -> np.ndarray:
     p = frame.planes[i]
-    return np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width]
+    return np.frombuffer(memoryview(p), np.uint8).reshape(p.height, p.line_size)[:, : p.width]
 
 
 def _i420_region_rgb(planes: Sequence[np.ndarray], x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
@@ -124,6 +124,7 @@ class WindowFrames:
             self._copy(frame, slot)
 
     def _copy(self, frame: av.VideoFrame, slot: int) -> None:
+        assert self._region is not None  # keep() sets it before any copy
         rx0, ry0, rx1, ry1 = self._region
         for k, store in enumerate(self._store):
             d = 1 if k == 0 else 2
@@ -193,6 +194,7 @@ class WindowFrames:
         (x0, y0, x1, y1), (sx0, sy0, sx1, sy1), (ax0, ay0, ax1, ay1) = self._source_rect(crop_box)
         if sx1 <= sx0 or sy1 <= sy0:
             return np.zeros((size, size, 3), np.uint8)
+        assert self._region is not None  # set by keep() above
         rx0, ry0 = self._region[:2]
         planes = [s[slot] for s in self._store]
         region = _i420_region_rgb(planes, ax0 - rx0, ay0 - ry0, ax1 - rx0, ay1 - ry0)

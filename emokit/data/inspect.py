@@ -136,7 +136,7 @@ def decode_frames(mp4: bytes, indices: list[int]) -> list[np.ndarray]:
     """RGB frames at ``indices`` of an in-memory mp4 (one pass, stops after the last needed)."""
     want = set(indices)
     out: dict[int, np.ndarray] = {}
-    with av.open(io.BytesIO(mp4)) as c:
+    with av.open(io.BytesIO(mp4), mode="r") as c:
         for i, frame in enumerate(c.decode(c.streams.video[0])):
             if i in want:
                 out[i] = frame.to_ndarray(format="rgb24")

@@ -229,6 +229,8 @@ def _decode_and_detect(
             gap = 0 if boxes else gap + 1
             if gap > max_gap:
                 return face_missing(gap / cfg.fps) if seen else NO_FACE
+    if frames is None:
+        return "no video frames in the window"
     return _Decoded(frames, detections, captions)
 
 
@@ -260,7 +262,7 @@ def _label_decoded(window, cfg, bounds, threads, keep_sides) -> WindowLabels:
         return _rejected(window, decoded)
     frames = decoded.frames
     track = track_main_face(decoded.detections, cfg.fps, cfg.max_gap_s, frames.size, cfg.min_face_frac)
-    if not track.ok:
+    if track.reason is not None:  # not track.ok
         return _rejected(window, track.reason)
     try:
         return _label_track(

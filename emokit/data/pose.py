@@ -159,12 +159,13 @@ def solve_pose(
     pts = np.ascontiguousarray(image_points, dtype=np.float64).reshape(-1, 1, 2)
     obj = MODEL_POINTS.reshape(-1, 1, 3)
     if guess is None:
-        ok, rvec, tvec = cv2.solvePnP(obj, pts, cam, None, flags=cv2.SOLVEPNP_SQPNP)
+        # OpenCV's stubs lack None (no distortion) for distCoeffs, which the binding takes.
+        ok, rvec, tvec = cv2.solvePnP(obj, pts, cam, None, flags=cv2.SOLVEPNP_SQPNP)  # type: ignore[call-overload]
         if ok:
-            ok, rvec, tvec = cv2.solvePnP(obj, pts, cam, None, rvec, tvec, True, cv2.SOLVEPNP_ITERATIVE)
+            ok, rvec, tvec = cv2.solvePnP(obj, pts, cam, None, rvec, tvec, True, cv2.SOLVEPNP_ITERATIVE)  # type: ignore[call-overload]
     else:
         rvec, tvec = guess[0].copy(), guess[1].copy()
-        ok, rvec, tvec = cv2.solvePnP(obj, pts, cam, None, rvec, tvec, True, cv2.SOLVEPNP_ITERATIVE)
+        ok, rvec, tvec = cv2.solvePnP(obj, pts, cam, None, rvec, tvec, True, cv2.SOLVEPNP_ITERATIVE)  # type: ignore[call-overload]
     if not ok or not np.isfinite(rvec).all() or not np.isfinite(tvec).all() or tvec[2, 0] <= 0:
         raise PoseError("solvePnP found no pose in front of the camera")
     rot, _ = cv2.Rodrigues(rvec)

@@ -77,7 +77,7 @@ def probe(path: str | Path) -> VideoInfo:
         raise ProbeError(f"not a readable media file ({e.strerror or type(e).__name__})") from None
     with container:
         if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            kinds: list[str] = sorted({s.type for s in container.streams}) or ["none"]
             raise ProbeError(f"no video stream (streams: {', '.join(kinds)})")
         v = container.streams.video[0]
         a = container.streams.audio[0] if container.streams.audio else None

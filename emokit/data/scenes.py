@@ -97,7 +97,7 @@ def scan_scenes(info: VideoInfo, cfg: IngestConfig) -> SceneScan:
         # there and costs ~25 % of the decode, so this pass skips it.
         stream.codec_context.options = {"skip_loop_filter": "all"}
         scaler = VideoReformatter()  # one swscale context for the whole pass (~2 ms a frame saved)
-        tb = Fraction(stream.time_base)
+        tb = Fraction(stream.time_base or 0)  # a video stream PyAV opened always has one
         origin = container_origin_s(container)
         try:
             for frame in container.decode(stream):

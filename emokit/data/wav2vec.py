@@ -20,13 +20,14 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from einops import rearrange
 
-from emokit.data.wav2vec_net import Wav2Vec2Config, Wav2Vec2Net, load_weights, resolve_files
 from emokit.data.audio_model import HOW_TO_PROVIDE, PRECISIONS, AudioModelError, offline, why_not
+from emokit.data.wav2vec_net import Wav2Vec2Config, Wav2Vec2Net, load_weights, resolve_files
 
 SAMPLE_RATE = 16000
 RANDOM_MARKER = "emokit_random_init"  # config.json key set by the savers below
@@ -277,13 +278,14 @@ def _interpolate(h: torch.Tensor, pos: np.ndarray, first: int, total: int) -> np
     return rearrange(mixed, "l f d -> f l d").to(torch.float16).cpu().numpy()
 
 
-def _save(config_kwargs: dict, directory: str | Path, note: str) -> Path:
+def _save(config_kwargs: dict[str, Any], directory: str | Path, note: str) -> Path:
     from transformers import Wav2Vec2Config as HFConfig
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    config = HFConfig(**config_kwargs, **{RANDOM_MARKER: True, "emokit_note": note})
+    marks: dict[str, Any] = {RANDOM_MARKER: True, "emokit_note": note}
+    config = HFConfig(**config_kwargs, **marks)
     torch.manual_seed(0)
     Wav2Vec2Model(config).eval().save_pretrained(out)
     Wav2Vec2FeatureExtractor(

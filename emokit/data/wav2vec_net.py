@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +28,7 @@ from emokit.data.audio_model import WEIGHT_FILES
 
 __all__ = ["Wav2Vec2Config", "Wav2Vec2Net", "resolve_files"]
 
-_ACT = {
+_ACT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
     "relu": F.relu,
     "silu": F.silu,
@@ -68,7 +70,7 @@ class Wav2Vec2Config:
                 f"checkpoints (model_type 'wav2vec2') only"
             )
         known = {f.name for f in fields(cls)}
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
         cfg = cls(**kw)
         if cfg.feat_extract_norm not in ("group", "layer"):
             raise ValueError(f"feat_extract_norm {cfg.feat_extract_norm!r} is not 'group' or 'layer'")
@@ -85,6 +87,7 @@ class _ConvLayer(nn.Module):
         c_out = cfg.conv_dim[i]
         self.conv = nn.Conv1d(c_in, c_out, cfg.conv_kernel[i], cfg.conv_stride[i], bias=cfg.conv_bias)
         self.norm_kind = cfg.feat_extract_norm if (cfg.feat_extract_norm == "layer" or i == 0) else None
+        self.layer_norm: nn.Module
         if self.norm_kind == "group":  # wav2vec2-base: one GroupNorm (a group per channel), layer 0
             self.layer_norm = nn.GroupNorm(c_out, c_out, affine=True)
         elif self.norm_kind == "layer":

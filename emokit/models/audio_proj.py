@@ -9,6 +9,8 @@ tokens (zeros): adding audio in stage 2 leaves the stage-1 model's output unchan
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from einops import rearrange
 from torch import nn
@@ -33,12 +35,13 @@ class AudioProjection(nn.Module):
             nn.SiLU(),
             nn.Linear(config.audio_hidden, self.tokens * self.width),
         )
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        last = cast(nn.Linear, self.mlp[-1])
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def null_tokens(self, b: int, f: int) -> torch.Tensor:
         """The "no audio" tokens used for classifier-free guidance and audio-free stage 1."""
-        weight = self.mlp[-1].weight
+        weight = cast(nn.Linear, self.mlp[-1]).weight
         return weight.new_zeros(b, f, self.tokens, self.width)
 
     def forward(
@@ -48,7 +51,7 @@ class AudioProjection(nn.Module):
         clip length when ``audio`` carries ±audio_window context rows."""
         if audio.ndim != 4 or tuple(audio.shape[2:]) != (self.layers, self.dim):
             raise ValueError(f"audio must be [b, f, {self.layers}, {self.dim}], got {tuple(audio.shape)}")
-        weight = self.mlp[0].weight
+        weight = cast(nn.Linear, self.mlp[0]).weight
         windows = frame_window(audio.to(weight.dtype), self.window, frames)  # b f w l d
         tokens = self.mlp(rearrange(windows, "b f w l d -> b f (w l d)"))
         tokens = rearrange(tokens, "b f (t c) -> b f t c", t=self.tokens)

@@ -194,4 +194,5 @@ class EMOConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown EMOConfig keys: {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**kwargs)

@@ -23,7 +23,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
@@ -125,7 +125,7 @@ def load_model(cls: type[M], directory: str | Path) -> M:
     return model
 
 
-def _load_diffusers(kind: type, path: str | Path, subfolder: str, flag: str):
+def _load_diffusers(kind: Any, path: str | Path, subfolder: str | None, flag: str):
     try:
         return kind.from_pretrained(str(path), subfolder=subfolder)
     except (OSError, ValueError) as e:

@@ -8,6 +8,8 @@ into ``speed_tokens`` tokens.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from einops import rearrange
 from torch import nn
@@ -23,6 +25,9 @@ def speed_encoding(speed: torch.Tensor, centres: torch.Tensor, radii: torch.Tens
 
 class SpeedEncoder(nn.Module):
     """[b, f (+2·speed_window context)] deg/frame → [b, f, speed_tokens, speed_dim]."""
+
+    centres: torch.Tensor  # buffers, registered in __init__
+    radii: torch.Tensor
 
     def __init__(self, config: EMOConfig) -> None:
         super().__init__()
@@ -41,7 +46,7 @@ class SpeedEncoder(nn.Module):
         """``frames``: the clip length when ``speed`` carries ±speed_window context rows."""
         if speed.ndim != 2:
             raise ValueError(f"speed must be [b, f] degrees per frame, got {tuple(speed.shape)}")
-        weight = self.mlp[0].weight
+        weight = cast(nn.Linear, self.mlp[0]).weight
         codes = speed_encoding(
             speed.to(weight.dtype), self.centres.to(weight.dtype), self.radii.to(weight.dtype)
         )

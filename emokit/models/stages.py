@@ -14,6 +14,7 @@ The VAE never trains.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 from torch import nn
 
@@ -50,8 +51,9 @@ def _is_audio_attention(name: str) -> bool:
 
 def reference_tail(unet: nn.Module) -> set[str]:
     """ReferenceNet parameters downstream of its last recorded self-attention input."""
-    last = len(unet.up_blocks) - 1
-    attentions = getattr(unet.up_blocks[last], "attentions", None)
+    up_blocks = cast(nn.ModuleList, unet.up_blocks)
+    last = len(up_blocks) - 1
+    attentions = getattr(up_blocks[last], "attentions", None)
     if not attentions:
         raise ValueError("ReferenceNet must end with a cross-attention up block (SD layout)")
     a = len(attentions) - 1

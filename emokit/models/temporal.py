@@ -15,6 +15,8 @@ registered by ``TemporalLayers.attach``; the hooks are small callable objects (n
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 import torch.utils.checkpoint
 from diffusers import UNet2DConditionModel
@@ -50,7 +52,7 @@ def site_channels(layer: nn.Module) -> int:
     return channels
 
 
-def _unwrap(output: object) -> torch.Tensor:
+def _unwrap(output: Any) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, tuple):
@@ -58,7 +60,7 @@ def _unwrap(output: object) -> torch.Tensor:
     return output.sample  # Transformer2DModelOutput
 
 
-def _rewrap(output: object, tensor: torch.Tensor) -> object:
+def _rewrap(output: Any, tensor: torch.Tensor) -> Any:
     if isinstance(output, torch.Tensor):
         return tensor
     if isinstance(output, tuple):
@@ -80,8 +82,9 @@ class SpeedAttention(nn.Module):
             dim_head=channels // heads,
             out_bias=True,
         )
-        nn.init.zeros_(self.attn.to_out[0].weight)
-        nn.init.zeros_(self.attn.to_out[0].bias)
+        out = cast(nn.Linear, self.attn.to_out[0])
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
 
     def forward(self, x: torch.Tensor, speed_tokens: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -122,7 +125,7 @@ class TemporalModule(nn.Module):
         """x [(b f), c, h, w], motion [(b n), c, h, w], speed_tokens [(b f), t, d] → like x."""
         b = x.shape[0] // frames
         n = 0 if motion is None else motion.shape[0] // b
-        if n:
+        if motion is not None and n:
             clip = rearrange(x, "(b f) c h w -> b f c h w", f=frames)
             prev = rearrange(motion.to(x.dtype), "(b n) c h w -> b n c h w", n=n)
             x = rearrange(torch.cat([prev, clip], dim=1), "b t c h w -> (b t) c h w")

@@ -257,9 +257,9 @@ def inference_config(run_dir: str | Path) -> EMOConfig:
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"checkpoint not found: {run_dir}")
     stage = latest_finished_stage(run_dir)
-    if stage is None:
+    if stage is None or (final := final_checkpoint(run_dir, stage)) is None:
         raise CheckpointError(f"{run_dir}: no finished stage (run `emokit train ... --stage 1`)")
-    return read_config(final_checkpoint(run_dir, stage) / MODEL_DIR)
+    return read_config(final / MODEL_DIR)
 
 
 def latest_finished_stage(run_dir: str | Path) -> int | None:

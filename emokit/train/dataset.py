@@ -136,9 +136,9 @@ def index_clips(
                         fps=int(r["fps"]),
                         num_frames=int(r["num_frames"]),
                         size=int(r["size"]),
-                        face_mask_box=tuple(r["face_mask_box"]),  # type: ignore[arg-type]
+                        face_mask_box=tuple(r["face_mask_box"]),
                         velocity=np.asarray(r["velocity"] or [], np.float32),
-                        audio_shape=tuple(audio) if audio else None,  # type: ignore[arg-type]
+                        audio_shape=tuple(audio) if audio else None,
                     )
                 )
     s.usable = len(clips)
@@ -173,12 +173,12 @@ def decode_frames(
     got: dict[int, np.ndarray] = {}
     decoded = 0
     try:
-        with av.open(io.BytesIO(mp4)) as container:
+        with av.open(io.BytesIO(mp4), mode="r") as container:
             vs = container.streams.video[0]
             vs.codec_context.thread_count = max(1, threads)
             if threads > 1:
                 vs.thread_type = "AUTO"
-            tb = float(vs.time_base)
+            tb = float(vs.time_base or 0)  # emokit's clip mp4s always have one
             start = vs.start_time or 0
             for run in runs:
                 if run[0] > 0 or decoded:

@@ -187,20 +187,20 @@ def train(
     sdir = ckpt.stage_dir(run_dir, stage)
     final = ckpt.verified_final(run_dir, stage)  # a damaged final is no finished stage
     if final is not None:
-        info = ckpt.read_info(final)
+        done = ckpt.read_info(final)
         if int(os.environ.get("RANK", "0")) == 0:  # a kill right after `final` left step folders
             ckpt.prune(sdir, keep=None)
         return TrainResult(
             stage,
             run_dir,
-            info["step"],
-            info["step"],
+            done["step"],
+            done["step"],
             True,
             final,
             [],
             time.perf_counter() - t0,
             None,
-            info.get("world_size", 1),
+            done.get("world_size", 1),
             str(final),
             main=int(os.environ.get("RANK", "0")) == 0,
         )
@@ -451,7 +451,7 @@ def _load_model(
     resume: Path | None,
     init: str | None,
     motion_adapter: str | None,
-    audio_dims: tuple[int, int] | None,
+    audio_dims: tuple[int, ...] | None,
 ) -> tuple[EMOModel, Path | None, str, str]:
     """(model, checkpoint folder it came from, description of its weights, preset name).
 
