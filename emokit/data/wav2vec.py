@@ -176,7 +176,7 @@ class AudioEncoder:
             while j < len(spans) and j - i < self.batch_size and spans[j][2] - spans[j][1] == size:
                 j += 1
             group = spans[i:j]
-            hs = self._forward(np.stack([plan.wav[lo:hi] for _, lo, hi in group]))
+            hs = self._forward(np.stack([plan.audio(lo, hi) for _, lo, hi in group]))
             for (c, lo, _hi), h in zip(group, hs):
                 frames = plan.frames_of(c)
                 out[frames] = _interpolate(h, plan.pos[frames], lo // self.stride, plan.total_tokens)
@@ -203,8 +203,11 @@ class _ChunkPlan:
             self.wav, self.total_tokens, self.spans = wav, 0, []
             self.pos = self.owner = np.zeros(0)
             return
-        if enc.normalize and wav.size:  # the feature extractor's statistics, over the whole clip
-            wav = (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)
+        # The feature extractor's statistics, over the whole clip; applied per chunk (``audio``)
+        # so no normalised copy of a long track is held.
+        self.mean, self.scale = 0.0, 1.0
+        if enc.normalize and wav.size:
+            self.mean, self.scale = wav.mean(), np.sqrt(wav.var() + 1e-7)
         need = max(round(num_frames / fps * SAMPLE_RATE), enc.field)
         if wav.size < need:
             wav = np.concatenate([wav, np.zeros(need - wav.size, np.float32)])
@@ -219,6 +222,10 @@ class _ChunkPlan:
             lo = max(0, c * enc.core - enc.overlap)
             hi = min(n, (c + 1) * enc.core + enc.overlap)
             self.spans.append((c, lo, hi))
+
+    def audio(self, lo: int, hi: int) -> np.ndarray:
+        """Normalised samples [lo, hi)."""
+        return (self.wav[lo:hi] - self.mean) / self.scale
 
     def frames_of(self, chunk: int) -> np.ndarray:
         return np.nonzero(self.owner == chunk)[0]
@@ -245,7 +252,7 @@ class TokenStream:
         if c not in self._chunks:
             enc, plan = self.encoder, self.plan
             lo, hi = self._spans[c]
-            h = enc._forward(plan.wav[None, lo:hi])[0]
+            h = enc._forward(plan.audio(lo, hi)[None])[0]
             frames = plan.frames_of(c)
             self._chunks[c] = _interpolate(h, plan.pos[frames], lo // enc.stride, plan.total_tokens)
         return self._chunks[c]
