@@ -56,14 +56,17 @@ def filter_native_logs() -> bool:
         return True
     if os.environ.get("EMOKIT_NATIVE_LOGS") == "1" or not hasattr(os, "fork"):
         return False
-    if sys.stderr is None or sys.stderr is not sys.__stderr__:
+    if sys.stderr is not sys.__stderr__:
+        return False
+    stderr = sys.stderr
+    if stderr is None:
         return False
     try:
-        if sys.stderr.fileno() != 2:
+        if stderr.fileno() != 2:
             return False
     except (OSError, ValueError):
         return False
-    sys.stderr.flush()
+    stderr.flush()
     real = os.dup(2)
     read_fd, write_fd = _channel(real)
     try:
@@ -167,7 +170,7 @@ def _write(fd: int, data: bytes, alive: bool) -> bool:
 def _restore() -> None:
     """At exit: give fd 2 back and let the filter forward what is left before the shell prompt."""
     real, pid = _state.pop("real", None), _state.pop("pid", None)
-    if real is None:
+    if real is None or pid is None:
         return
     try:
         sys.stderr.flush()

@@ -165,7 +165,10 @@ def crop_square(frame: np.ndarray, crop_box: Sequence[int], size: int, pad: PadM
         return _soft_pad(region, borders, side, size)
     if any(borders):
         mode = cv2.BORDER_CONSTANT if pad == "zero" else cv2.BORDER_REPLICATE
-        region = cv2.copyMakeBorder(np.ascontiguousarray(region), *borders, mode, value=0)
+        top, bottom, left, right = borders
+        region = cv2.copyMakeBorder(
+            np.ascontiguousarray(region), top, bottom, left, right, mode, value=(0, 0, 0, 0)
+        )
     return _resize(region, size, size)
 
 

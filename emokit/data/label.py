@@ -167,7 +167,12 @@ def usable_windows(dataset: Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"no manifest at {manifest}: run `emokit ingest ... -o {dataset}` first")
     ok = [r for r in read_table(manifest).to_pylist() if r["status"] == OK]
     seen: set[str] = set()
-    return [r for r in ok if not (r["clip_id"] in seen or seen.add(r["clip_id"]))]  # one per clip id
+    unique = []
+    for r in ok:  # one row per clip id
+        if r["clip_id"] not in seen:
+            seen.add(r["clip_id"])
+            unique.append(r)
+    return unique
 
 
 @locks_dataset("dataset")
@@ -226,9 +231,9 @@ def label(
     bar = tqdm(total=len(pending), desc="label", unit="clip", disable=not progress)
     results_in = run(stage, [w for _, _, w in pending], workers=n_workers, engine=engine)
     try:
-        for done in results_in:
-            k, j, window = pending[done.index]
-            labels = done.result
+        for item in results_in:
+            k, j, window = pending[item.index]
+            labels = item.result
             if isinstance(labels, Failed):  # reported, its shard left unwritten: a rerun retries it
                 summary.rejected[window["clip_id"]] = f"internal error: {labels.reason}"
                 failed.add(k)

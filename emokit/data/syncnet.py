@@ -213,9 +213,9 @@ def square_crops(frames: np.ndarray, squares: np.ndarray, size: int) -> np.ndarr
     import cv2
 
     out = np.empty((len(frames), size, size, 3), np.uint8)
-    dst = np.float32([[0, 0], [size, 0], [0, size]])
+    dst = np.array([[0, 0], [size, 0], [0, size]], np.float32)
     for i, (f, (x, y, s)) in enumerate(zip(frames, squares)):
-        m = cv2.getAffineTransform(np.float32([[x, y], [x + s, y], [x, y + s]]), dst)
+        m = cv2.getAffineTransform(np.array([[x, y], [x + s, y], [x, y + s]], np.float32), dst)
         out[i] = cv2.warpAffine(f, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
     return out
 
@@ -238,7 +238,7 @@ def clip_sync(
 
     from emokit.data.avsync import OFFSET_FLAG_FRAMES, AVSync
 
-    with av.open(io.BytesIO(mp4)) as container:
+    with av.open(io.BytesIO(mp4), mode="r") as container:
         frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     idx = at_sync_fps(len(frames), fps)
     mouths = square_crops(frames[idx], mouth_squares(np.asarray(face_boxes)[idx]), net.config.size)
@@ -246,12 +246,12 @@ def clip_sync(
         s = sync_score(net, mouths, audio, sr)
     except SyncNetError:
         return AVSync(None, None, "syncnet")  # too short for a ±15-frame search
-    offset = round(s.offset_frames * fps / SYNC_FPS)
+    offset: int | None = round(s.offset_frames * fps / SYNC_FPS)
     flags: list[str] = []
     if s.confidence < SYNCNET_MIN_CONFIDENCE:
         flags.append("no_lipsync")
         offset = None
-    elif abs(offset) > OFFSET_FLAG_FRAMES:
+    elif offset is not None and abs(offset) > OFFSET_FLAG_FRAMES:
         flags.append("av_offset")
     return AVSync(offset, s.confidence, "syncnet", tuple(flags), round(s.offset_frames * fps / SYNC_FPS))
 

@@ -200,7 +200,8 @@ class _ChunkPlan:
             raise ValueError(f"num_frames must be >= 0 and fps > 0, got {num_frames}, {fps}")
         self.num_frames = num_frames
         if num_frames == 0:
-            self.wav, self.total_tokens, self.spans = wav, 0, []
+            self.wav, self.total_tokens = wav, 0
+            self.spans: list[tuple[int, int, int]] = []
             self.pos = self.owner = np.zeros(0)
             return
         # The feature extractor's statistics, over the whole clip; applied per chunk (``audio``)

@@ -25,7 +25,7 @@ from emokit.data.audio import AudioError, load_audio
 from emokit.data.avsync import mouth_audio_sync
 from emokit.data.decode import VideoError, frame_times, read_frames
 from emokit.data.mouth import mouth_correlation, mouth_opening
-from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity, smooth_poses
+from emokit.data.pose import HeadPoseEstimator, Pose, PoseError, fill_missing, rotation_velocity, smooth_poses
 from emokit.evaluate.metrics import psnr, ssim
 
 FPS = 30
@@ -101,7 +101,9 @@ def _match_size(ref: np.ndarray, gen: np.ndarray) -> np.ndarray:
 
 def _mesh_pass(frames: np.ndarray) -> tuple[list[np.ndarray | None], dict[str, float] | None]:
     """One face-mesh pass: landmarks per frame (None: no face) and head-speed statistics."""
-    marks, poses, holds = [], [], []
+    marks: list[np.ndarray | None] = []
+    poses: list[Pose | None] = []
+    holds: list[bool] = []
     with HeadPoseEstimator() as est:
         for f in frames:
             poses.append(est(f))

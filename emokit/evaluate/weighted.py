@@ -73,6 +73,6 @@ def weighted_metrics(
             faces = face_crops(gen, g_marks, ARCFACE_SIZE, lower=False)
             found = np.array([p is not None for p in g_marks])
             target = face_crops(ref[first : first + 1], r_marks[first : first + 1], ARCFACE_SIZE, lower=False)
-            e = embed(nets["arcface"], to_input(faces[found], ARCFACE_SIZE), "arcface")
+            emb = embed(nets["arcface"], to_input(faces[found], ARCFACE_SIZE), "arcface")
             t = embed(nets["arcface"], to_input(target, ARCFACE_SIZE), "arcface")[0]
-            report.csim = float(cosine_similarity(e, t).mean())
+            report.csim = float(cosine_similarity(emb, t).mean())

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from emokit.config import GenerateConfig, LabelConfig
 from emokit.data.audio import load_audio
 from emokit.data.encode import Mp4Writer
-from emokit.data.wav2vec import SAMPLE_RATE, AudioEncoder
+from emokit.data.wav2vec import SAMPLE_RATE, AudioEncoder, TokenStream
 from emokit.generate.portrait import Portrait, load_portrait
 from emokit.generate.sampler import Denoiser, cfg_denoiser, ddim_sample, ddim_timesteps
 from emokit.models import EMOModel, ReferenceFeatures
@@ -417,11 +417,13 @@ def _to_pixels(image: np.ndarray, device: torch.device, dtype: torch.dtype) -> t
 
 
 def _clip_tokens(
-    tokens: np.ndarray, first: int, frames: int, context: int, device: torch.device
+    tokens: np.ndarray | TokenStream, first: int, frames: int, context: int, device: torch.device
 ) -> torch.Tensor:
     """[1, frames + 2·context, L, D] tokens of one clip with ±context real neighbouring frames;
     the first/last token repeats only before the audio starts or past its end."""
     rows = context_rows(first, frames, context, len(tokens))
+    if rows is None:
+        raise ValueError("no audio tokens to cut a clip from")
     return torch.from_numpy(tokens[rows])[None].to(device)
 
 

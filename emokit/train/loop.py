@@ -129,7 +129,10 @@ class DiffusionLoss(nn.Module):
         weights = None
         if self.face_weight != 1.0 or self.mouth_weight != 1.0:
             weights = region_weights(
-                batch["face_mask"], latents.shape[-2:], self.face_weight, self.mouth_weight
+                batch["face_mask"],
+                (latents.shape[-2], latents.shape[-1]),
+                self.face_weight,
+                self.mouth_weight,
             )
         return weighted_mse(eps, noise, weights)
 
@@ -396,7 +399,7 @@ def _param_groups(model: EMOModel, params: list[nn.Parameter], cfg: TrainConfig)
     if cfg.audio_lr_scale == 1.0:
         return [{"params": params}]
     audio = {id(p) for g in AUDIO_GROUPS for _, p in group_parameters(model, g)}
-    groups = [
+    groups: list[dict[str, Any]] = [
         {"params": [p for p in params if id(p) not in audio]},
         {"params": [p for p in params if id(p) in audio], "lr": cfg.lr * cfg.audio_lr_scale},
     ]
