@@ -26,6 +26,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from media import CONTINUOUS_TALKING as CONTINUOUS  # noqa: E402
+from media import SHARED as MEDIA_ROOT  # noqa: E402
+
 from emokit.config import LabelConfig
 from emokit.data.decode import frame_times
 from emokit.data.jumpcuts import box_steps, crop_look, find_jump_cuts, jump_scores
@@ -34,16 +38,7 @@ from emokit.data.pose import relative_rotation_deg
 from emokit.data.probe import probe
 from emokit.data.track import track_main_face
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
-CONTINUOUS = [
-    "speaker_a_25fps_1080x1920.mp4",
-    "speaker_b_30fps_1080x1920.mp4",
-    "speaker_c_25fps_512.mp4",
-    "speaker_d_25fps_410x412.mp4",
-    "head_turn_25fps_224.mp4",
-    "speaker_vfr_700.mp4",
-    "talking_no_audio_30fps_720x1280.mp4",
-]
+SHARED = MEDIA_ROOT / "videos"
 LENGTHS = (9, 15, 30, 45, 60, 90)  # frames at 30 FPS: 0.3 .. 3 s
 TOLERANCE = 2
 

@@ -31,6 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
+from media import CONTINUOUS_TALKING as TALKING  # noqa: E402
 from media import SHARED  # noqa: E402
 
 from emokit.data.crop import clip_crop_box, crop_square  # noqa: E402
@@ -52,15 +53,6 @@ from emokit.data.track import track_main_face  # noqa: E402
 
 SIZE = 512
 FPS = 30
-TALKING = [
-    "speaker_a_25fps_1080x1920.mp4",
-    "speaker_b_30fps_1080x1920.mp4",
-    "speaker_c_25fps_512.mp4",
-    "speaker_d_25fps_410x412.mp4",
-    "head_turn_25fps_224.mp4",
-    "speaker_vfr_700.mp4",
-    "talking_no_audio_30fps_720x1280.mp4",
-]
 SIGMA = POSE_SMOOTH_SIGMA  # --sigma
 TRUTH = ["speaker_c_25fps_512.mp4", "speaker_d_25fps_410x412.mp4", "head_turn_25fps_224.mp4"]
 

@@ -8,6 +8,16 @@ from pathlib import Path
 import av
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The shared talking-head videos that are one continuous shot each (SOURCES.md), in videos/.
+CONTINUOUS_TALKING = [
+    "speaker_a_25fps_1080x1920.mp4",
+    "speaker_b_30fps_1080x1920.mp4",
+    "speaker_c_25fps_512.mp4",
+    "speaker_d_25fps_410x412.mp4",
+    "head_turn_25fps_224.mp4",
+    "speaker_vfr_700.mp4",
+    "talking_no_audio_30fps_720x1280.mp4",
+]
 
 
 def talking_head_40s(dest: Path) -> Path:
