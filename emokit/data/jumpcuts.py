@@ -37,6 +37,10 @@ _SPIKE = 0.9
 _SKIP = 0.2
 _BOX_WEIGHT = 0.25
 _BOX_FLOOR = 1e-3  # face sizes: box steps below this are detector rounding, not motion
+# Look steps below this are encoder noise, not motion: a still picture re-encoded as H.264 steps by
+# <= 0.0015 (its keyframes stand out against a near-zero median), real talking heads by >= ~0.012
+# (1st percentile on speaker_c/d, head_turn). Floored steps and medians keep stills from cutting.
+_LOOK_FLOOR = 5e-3
 # Score above which a frame is a cut: just above the highest score of any frame of the continuous
 # shared videos (0.76), bar one frame of speaker_b that looks like a real jump cut (BENCHMARKS.md).
 JUMP_THRESHOLD = 0.9
@@ -103,8 +107,8 @@ def _components(boxes: np.ndarray, looks: np.ndarray | None):
         x = lk[distinct].astype(np.float64)
         x -= x.mean(axis=1, keepdims=True)
         x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
-        step = np.r_[np.nan, np.linalg.norm(np.diff(x, axis=0), axis=1)]
-        skip = np.r_[np.nan, np.linalg.norm(x[2:] - x[:-2], axis=1), np.nan]
+        step = np.maximum(np.r_[np.nan, np.linalg.norm(np.diff(x, axis=0), axis=1)], _LOOK_FLOOR)
+        skip = np.maximum(np.r_[np.nan, np.linalg.norm(x[2:] - x[:-2], axis=1), np.nan], _LOOK_FLOOR)
     else:
         step = box_step
         pairs = np.concatenate([bd[:-2], bd[2:]], axis=1).reshape(-1, 2, 4)
