@@ -16,6 +16,16 @@ from emokit.data.ingest import ingest
 from emokit.data.schema import read_table
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _ray_shut_down_after():
+    """Ray started in this process keeps gRPC threads running; a process forked later (a DataLoader
+    worker in another module) can crash on them, so the cluster goes when this module is done."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def _half(x: int) -> float:
     if x == 3:
         raise ValueError("three is bad\nsecond line")

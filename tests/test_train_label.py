@@ -39,7 +39,8 @@ def test_label_shards_feed_every_frame(labelled):
     core = s["audio"][ctx : ctx + 12]
     starts = [o for o in range(len(tokens) - 11) if np.array_equal(tokens[o : o + 12], core)]
     assert len(starts) == 1
-    np.testing.assert_allclose(s["speed"][ctx : ctx + 12], np.float32(row["velocity"][starts[0] : starts[0] + 12]))
+    velocity = np.float32(row["velocity"][starts[0] : starts[0] + 12])
+    np.testing.assert_allclose(s["speed"][ctx : ctx + 12], velocity)
     assert 0 < float(s["face_mask"].mean()) < 1
 
 
