@@ -46,13 +46,22 @@ def read_rgb(path: Path):
 # Modules whose tests run whole pipelines (ingest/label/train/generate as subprocesses, DDP, the
 # demo's sample): marked `slow` here, in one place, so `make test-fast` leaves them out.
 SLOW_MODULES = {
+    "test_avsync.py",
+    "test_checkpoint_integrity.py",  # trains, damages and resumes runs
+    "test_crop_label.py",  # ingest + label CLI runs
+    "test_dataset_integrity.py",
+    "test_evaluate.py",
     "test_executor.py",  # starts process pools and a Ray cluster, kills workers
     "test_generate_cli.py",
     "test_generate_video.py",
     "test_ingest.py",
     "test_label.py",
+    "test_jumpcuts.py",
     "test_manifest_example.py",
+    "test_os_errors.py",
     "test_sample.py",
+    "test_source_flags.py",
+    "test_stillness.py",
     "test_train_ddp.py",
     "test_train_label.py",
     "test_train_loop.py",
