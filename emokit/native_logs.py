@@ -135,7 +135,11 @@ def _pump(read_fd: int, out_fd: int) -> None:
             held_since = now if held_since is None else held_since
             # ...but not what may be the start of a native record (TFLite writes "INFO: ", the
             # message and the newline separately), unless it has waited HOLD_S for its end
-            start = len(buf) if now - held_since > HOLD_S else _native_start(buf)
+            # (a full header, "INFO: " included, waits for its newline: under load TFLite's parts
+            # can arrive further apart than HOLD_S, and the header alone would slip through)
+            start = _native_start(buf)
+            if now - held_since > HOLD_S and not _START.match(buf, start):
+                start = len(buf)
             alive = _write(out_fd, strip_native_logs(buf[:start]), alive)
             buf = buf[start:]
             if not buf:

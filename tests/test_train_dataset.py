@@ -128,7 +128,15 @@ def test_worker_processes_yield_the_same_batches(dataset):
     ds = ClipDataset(clips, 2, 32, frames=4, motion_frames=2, seed=3)
 
     def first(workers: int, start: int) -> list[dict]:
-        loader = DataLoader(ds, batch_sampler=StepBatches(2, start_step=start), num_workers=workers)
+        # spawned, not forked: by this point the pytest process holds threads of MediaPipe, Ray and
+        # PyAV from other modules, and a forked worker crashed on them in the full suite (never alone)
+        ctx = "spawn" if workers else None
+        loader = DataLoader(
+            ds,
+            batch_sampler=StepBatches(2, start_step=start),
+            num_workers=workers,
+            multiprocessing_context=ctx,
+        )
         it = iter(loader)
         return [next(it) for _ in range(2)]
 
