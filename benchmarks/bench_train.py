@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_train.py --preset sd15          # EMO size (CUDA default)
     .venv/bin/python benchmarks/bench_train.py --dataset DATASET --workers 8   # + loader rate
 
-The step is the trainer's own (emokit.train.loop.DiffusionLoss + AdamW + EMA): VAE encode of
+The step is the trainer's own (emokit.train.loss.DiffusionLoss + AdamW + EMA): VAE encode of
 f + n + 1 frames, ReferenceNet on reference + motion frames, backbone with temporal and audio
 layers, backward, optimizer. bf16 autocast and gradient checkpointing on CUDA unless disabled.
 FLOPs come from torch.utils.flop_counter.FlopCounterMode on one step without gradient
@@ -28,7 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from emokit.config import TrainConfig
 from emokit.models import EMOModel
 from emokit.train.ema import EMA
-from emokit.train.loop import PRESETS, DiffusionLoss, step_seed
+from emokit.train.loop import PRESETS, step_seed
+from emokit.train.loss import DiffusionLoss
 from emokit.train.noise import training_scheduler
 
 

@@ -18,7 +18,7 @@ from emokit.generate.portrait import load_portrait
 from emokit.models import EMOConfig, EMOModel
 from emokit.models.window import context_rows
 from emokit.train.dataset import ClipDataset, index_clips
-from emokit.train.loop import condition_drops
+from emokit.train.loss import condition_drops
 from emokit.train.noise import training_scheduler
 from train_shards import build_dataset
 
@@ -85,7 +85,7 @@ def test_first_clip_motion_input_equals_training_dropped_motion(model, generator
 
 def test_training_draws_dropped_motion(model):
     """motion_dropout makes DiffusionLoss feed zero maps to that share of samples (p = 1 → all)."""
-    from emokit.train.loop import DiffusionLoss
+    from emokit.train.loss import DiffusionLoss
 
     calls = []
     reference = model.reference

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from emokit.config import TrainConfig
 from emokit.models import EMOConfig, EMOModel
 from emokit.train.dataset import ClipDataset, index_clips
-from emokit.train.loop import DiffusionLoss, step_seed
+from emokit.train.loop import step_seed
+from emokit.train.loss import DiffusionLoss
 from emokit.train.noise import training_scheduler
 from train_shards import build_dataset
 

@@ -17,7 +17,8 @@ from emokit.models import EMOConfig, EMOModel
 from emokit.train.checkpoint import load_checkpoint_model, load_for_inference
 from emokit.train.dataset import ClipDataset, index_clips
 from emokit.train.ema import EMA
-from emokit.train.loop import DiffusionLoss, TrainError, train
+from emokit.train.loop import TrainError, train
+from emokit.train.loss import DiffusionLoss
 from emokit.train.noise import training_scheduler
 from train_shards import build_dataset
 

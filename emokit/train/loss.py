@@ -1,0 +1,102 @@
+"""The diffusion training objective of one batch: eps-prediction MSE with EMO's condition dropout.
+
+Separate from the loop (emokit.train.loop) so benchmarks and tests can evaluate the exact loss a
+training step optimises without running one.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDPMScheduler
+from einops import rearrange
+from torch import nn
+
+from emokit.models import EMOModel
+from emokit.train.weighting import region_weights, weighted_mse
+
+__all__ = ["DiffusionLoss", "condition_drops"]
+
+
+class DiffusionLoss(nn.Module):
+    """The eps-prediction loss of one batch. The whole step sits in one forward, so DDP syncs
+    every trainable part (ReferenceNet included) however the model routes through it."""
+
+    def __init__(
+        self,
+        model: EMOModel,
+        scheduler: DDPMScheduler,
+        stage: int,
+        cond_dropout: float,
+        cond_drop_both: float = 0.0,
+        motion_dropout: float = 0.0,
+        *,
+        face_weight: float = 1.0,
+        mouth_weight: float = 1.0,
+        motion_noise: float = 0.0,
+    ):
+        super().__init__()
+        self.model, self.scheduler = model, scheduler
+        self.stage, self.cond_dropout = stage, cond_dropout
+        self.cond_drop_both, self.motion_dropout = cond_drop_both, motion_dropout
+        self.face_weight, self.mouth_weight, self.motion_noise = face_weight, mouth_weight, motion_noise
+
+    def forward(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+        model, device = self.model, batch["frames"].device
+        b, f = batch["frames"].shape[:2]
+        with torch.no_grad():  # the VAE never trains; a latent sample, not the mean, as in SD
+            latents = model.encode(rearrange(batch["frames"], "b f c h w -> (b f) c h w"), gen)
+            latents = rearrange(latents, "(b f) c h w -> b f c h w", b=b)
+            ref_latents = model.encode(batch["reference"], gen)
+            motion = None
+            if "motion" in batch:
+                n = batch["motion"].shape[1]
+                motion = model.encode(rearrange(batch["motion"], "b n c h w -> (b n) c h w"), gen)
+                motion = rearrange(motion, "(b n) c h w -> b n c h w", n=n)
+                if self.motion_noise > 0:  # generated motion frames are never exact: train for it
+                    jitter = torch.randn(motion.shape, generator=gen, device=device, dtype=motion.dtype)
+                    motion = motion + self.motion_noise * jitter
+        noise = torch.randn(latents.shape, generator=gen, device=device, dtype=latents.dtype)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=gen, device=device)
+        noisy = self.scheduler.add_noise(latents, noise, t)
+        # condition dropout for classifier-free guidance, drawn per sample
+        drop_ref, drop_audio = condition_drops(b, gen, self.cond_dropout, self.cond_drop_both)
+        drop_motion = None
+        if motion is not None and self.motion_dropout > 0:  # a first clip: zero motion maps
+            drop_motion = torch.rand(b, generator=gen, device=device) < self.motion_dropout
+        ref = model.reference(ref_latents, motion, drop_motion)
+        eps = model(
+            noisy,
+            t,
+            ref,
+            audio=batch.get("audio"),
+            face_mask=batch["face_mask"],
+            speed=batch["speed"] if self.stage == 3 else None,
+            drop_reference=drop_ref,
+            drop_audio=drop_audio if self.stage > 1 else None,
+        )
+        weights = None
+        if self.face_weight != 1.0 or self.mouth_weight != 1.0:
+            weights = region_weights(
+                batch["face_mask"],
+                (latents.shape[-2], latents.shape[-1]),
+                self.face_weight,
+                self.mouth_weight,
+            )
+        return weighted_mse(eps, noise, weights)
+
+
+def condition_drops(
+    b: int, gen: torch.Generator, alone: float, both: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(drop_reference, drop_audio) bool [b] from one uniform draw per sample: the reference
+    alone with probability ``alone``, the audio alone with ``alone``, both with ``both``.
+
+    Classifier-free guidance at inference drops both together; two independent 5 % draws would
+    train that branch on 0.25 % of samples only, hence the separate "both" bucket. Stage 1 has
+    no audio, so its reference is dropped with alone + both.
+    """
+    u = torch.rand(b, generator=gen, device=gen.device)
+    drop_ref = u < alone
+    drop_audio = (u >= alone) & (u < 2 * alone)
+    both_ = (u >= 2 * alone) & (u < 2 * alone + both)
+    return drop_ref | both_, drop_audio | both_
