@@ -51,7 +51,6 @@ from emokit.generate.portrait import Portrait
 from emokit.models import EMOModel
 from emokit.train.dataset import decode_frames, face_mask, index_clips
 from emokit.train.loop import train
-from emokit.train.noise import training_scheduler
 from emokit.train.dataset import _RowCache  # noqa: I001 - the shard reader training uses
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,18 +183,24 @@ def main() -> None:
         stages = train_stages(dataset, run, args.budget_min * 60, split, args.recipe)
     train_s = time.perf_counter() - t0
 
-    model, alphas = load_run(run)
+    model, scheduler = load_run(run)
+    alphas, kind = scheduler.alphas_cumprod, str(scheduler.config.prediction_type)
     size = model.config.sample_size * model.config.vae_factor
     real, portrait, clip_mp4 = clip_media(dataset, args.work, size)
     n = min(len(real), round(args.seconds * FPS))
     real = real[:n]
     encoder = AudioEncoder(w2v, device="cpu")
-    common = dict(frames=recipe.generate.frames, motion_frames=recipe.generate.motion_frames, progress=False)
+    common = dict(
+        frames=recipe.generate.frames,
+        motion_frames=recipe.generate.motion_frames,
+        progress=False,
+        prediction_type=kind,
+    )
     trained = Generator.from_parts(model, alphas, encoder, "cpu", **common)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.train.seed)
         fresh = EMOModel(model.config)
-    untrained = Generator.from_parts(fresh, training_scheduler().alphas_cumprod, encoder, "cpu", **common)
+    untrained = Generator.from_parts(fresh, alphas, encoder, "cpu", **common)
 
     own, other = trimmed(clip_mp4, n), trimmed(args.other_audio, n)
     videos, seconds = {}, {}

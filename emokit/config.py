@@ -72,6 +72,10 @@ class TrainConfig:
     mouth_loss_weight: float = 1.0  # loss weight inside the mouth region of the face box
     audio_lr_scale: float = 1.0  # lr multiplier of audio projection + audio-attention (stage 2)
     motion_noise: float = 0.0  # std of Gaussian noise on motion-frame latents in training
+    # What the model predicts (emokit/train/noise.py): EMO/SD1.5 use "epsilon"; a model trained from
+    # scratch learns faster with "v_prediction" and a zero terminal SNR. Stage 1 fixes it for a run.
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
 
 
 @dataclass(frozen=True)

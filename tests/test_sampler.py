@@ -108,3 +108,38 @@ def test_bad_arguments_are_one_line_errors() -> None:
         ddim_timesteps(1000, 10, "linspace-ish")
     with pytest.raises(SamplerError, match="descending"):
         ddim_sample(_toy_eps, torch.zeros(1), [1, 5], torch.linspace(0.99, 0.01, 1000))
+
+
+def test_v_prediction_with_zero_terminal_snr_matches_diffusers() -> None:
+    """A v model sampled from ᾱ = 0 (zero terminal SNR): the first step is exact, no 1/√ᾱ."""
+    steps = 10
+    sched = DDIMScheduler(
+        **SD15,
+        timestep_spacing="trailing",
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        set_alpha_to_one=True,
+    )
+    sched.set_timesteps(steps)
+    assert float(sched.alphas_cumprod[int(sched.timesteps[0])]) < 1e-6  # sampling starts at SNR ~0
+    x_T = torch.randn(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref = x_T.clone()
+    for t in sched.timesteps:
+        ref = sched.step(_toy_eps(ref, int(t)), t, ref, eta=0.0).prev_sample
+
+    ours = ddim_sample(
+        _toy_eps,
+        x_T,
+        ddim_timesteps(1000, steps, "trailing"),
+        sched.alphas_cumprod,
+        prediction_type="v_prediction",
+    )
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_eps_model_refused_at_zero_snr() -> None:
+    from emokit.generate.sampler import eps_and_x0
+
+    with pytest.raises(SamplerError, match="alpha_bar = 0"):
+        eps_and_x0(torch.zeros(1), torch.zeros(1), 0.0, "epsilon")

@@ -146,3 +146,20 @@ def test_init_from_a_diffusers_sd15_folder(dataset, tmp_path):
         train(dataset, tmp_path / "other", 1, cfg, init=str(tmp_path / "missing"), workers=0, progress=False)
     with pytest.raises(TrainError, match="apply to stage 1"):
         train(dataset, tmp_path / "run", 2, cfg, init=str(sd), workers=0, progress=False)
+
+
+def test_v_prediction_target_is_the_velocity() -> None:
+    """v = √ᾱ·eps − √(1−ᾱ)·x0 per sample; at zero terminal SNR, v at t = T-1 is −x0 exactly."""
+    sched = training_scheduler("v_prediction", zero_terminal_snr=True)
+    net = DiffusionLoss(EMOModel(EMOConfig.tiny()), sched, stage=1, cond_dropout=0.0)
+    x0 = torch.randn(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([999, 10])
+    v = net.target(x0, eps, t)
+    torch.testing.assert_close(v[0], -x0[0])
+    a = float(sched.alphas_cumprod[10])
+    torch.testing.assert_close(v[1], a**0.5 * eps[1] - (1 - a) ** 0.5 * x0[1])
+    eps_net = DiffusionLoss(EMOModel(EMOConfig.tiny()), training_scheduler(), stage=1, cond_dropout=0.0)
+    assert torch.equal(eps_net.target(x0, eps, t), eps)
+    with pytest.raises(ValueError, match="zero_terminal_snr"):
+        training_scheduler("epsilon", zero_terminal_snr=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import DDPMScheduler
 from einops import rearrange
 from tqdm.auto import tqdm
 
@@ -33,7 +34,7 @@ from emokit.generate.sampler import Denoiser, cfg_denoiser, ddim_sample, ddim_ti
 from emokit.models import EMOModel, ReferenceFeatures
 from emokit.models.window import context_rows
 from emokit.train.checkpoint import final_checkpoint, latest_finished_stage, load_for_inference
-from emokit.train.noise import load_scheduler
+from emokit.train.noise import PREDICTION_TYPES, load_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +98,20 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return table[name]
 
 
-def load_run(run_dir: str | Path) -> tuple[EMOModel, torch.Tensor]:
-    """The run's inference model (latest finished stage, EMA) and its training ᾱ_t schedule."""
+def load_run(run_dir: str | Path) -> tuple[EMOModel, DDPMScheduler]:
+    """The run's inference model (latest finished stage, EMA) and its training noise schedule."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise GenerateError(f"checkpoint not found: {run_dir}")
     model = load_for_inference(run_dir)
     stage = latest_finished_stage(run_dir)
     scheduler = load_scheduler(final_checkpoint(run_dir, stage))  # type: ignore[arg-type]
-    if scheduler.config.prediction_type != "epsilon":
+    if scheduler.config.prediction_type not in PREDICTION_TYPES:
         raise GenerateError(
             f"{run_dir}: trained with prediction_type={scheduler.config.prediction_type!r}; the "
-            "DDIM sampler here expects 'epsilon'"
+            f"sampler here supports {PREDICTION_TYPES}"
         )
-    return model, scheduler.alphas_cumprod.clone()
+    return model, scheduler
 
 
 class Generator:
@@ -131,7 +132,7 @@ class Generator:
         progress: bool = True,
     ) -> None:
         dev = torch.device(device)
-        model, alphas_cumprod = load_run(checkpoint_dir)
+        model, scheduler = load_run(checkpoint_dir)
         encoder = AudioEncoder(
             audio_model,
             layers=audio_layers,
@@ -142,7 +143,7 @@ class Generator:
         )
         self._setup(
             model,
-            alphas_cumprod,
+            scheduler.alphas_cumprod.clone(),
             encoder,
             dev,
             resolve_dtype(dtype, dev),
@@ -152,6 +153,7 @@ class Generator:
             crf,
             progress,
         )
+        self.prediction_type = str(scheduler.config.prediction_type)
         self.trained_stage = latest_finished_stage(checkpoint_dir) or 1
 
     @classmethod
@@ -169,9 +171,11 @@ class Generator:
         crf: int = _GEN.crf,
         progress: bool = True,
         trained_stage: int = 3,
+        prediction_type: str = "epsilon",
     ) -> Generator:
         """A generator around an in-memory model (benchmarks with random weights, notebooks);
-        ``trained_stage``: the last EMO stage its weights went through (3: speed layers trained)."""
+        ``trained_stage``: the last EMO stage its weights went through (3: speed layers trained);
+        ``prediction_type``: what the model was trained to predict ("epsilon" or "v_prediction")."""
         dev = torch.device(device)
         self = cls.__new__(cls)
         self._setup(
@@ -187,6 +191,7 @@ class Generator:
             progress,
         )
         self.trained_stage = trained_stage
+        self.prediction_type = prediction_type
         return self
 
     def _setup(
@@ -340,7 +345,13 @@ class Generator:
                     leave=False,
                     disable=not self.progress,
                 ) as step_bar:
-                    latents = ddim_sample(_ticking(denoise, step_bar), x_T, timesteps, self.alphas_cumprod)
+                    latents = ddim_sample(
+                        _ticking(denoise, step_bar),
+                        x_T,
+                        timesteps,
+                        self.alphas_cumprod,
+                        prediction_type=self.prediction_type,
+                    )
                 if self.motion_frames:
                     motion = torch.cat([motion, latents], dim=1)[:, -self.motion_frames :]
                 yield from self._decode(latents[0, :keep])

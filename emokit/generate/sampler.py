@@ -1,8 +1,9 @@
 """DDIM sampling and classifier-free guidance as small pure functions over a denoiser callable.
 
 k-diffusion style: the sampler knows nothing about the model. A denoiser is any callable
-``(x, t) -> eps``; guidance is a wrapper that turns a conditional model into such a callable. This
-keeps the maths testable against diffusers' ``DDIMScheduler`` without building a network.
+``(x, t) -> model output`` (eps or v, as the model was trained); guidance is a wrapper that turns
+a conditional model into such a callable. This keeps the maths testable against diffusers'
+``DDIMScheduler`` without building a network.
 """
 
 from __future__ import annotations
@@ -44,6 +45,24 @@ def ddim_timesteps(
     return ts
 
 
+def eps_and_x0(
+    output: torch.Tensor, x: torch.Tensor, alpha_t: float, prediction_type: str = "epsilon"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps, x0) from a model output at ᾱ_t: the output is eps itself, or v = √ᾱ·eps − √(1−ᾱ)·x0.
+
+    With v, both follow without dividing by √ᾱ_t, so a zero-terminal-SNR step (ᾱ = 0) is exact.
+    """
+    a = torch.as_tensor(alpha_t, dtype=torch.float64)
+    sa, s1a = a.sqrt().to(x.dtype), (1 - a).sqrt().to(x.dtype)
+    if prediction_type == "epsilon":
+        if alpha_t <= 0:
+            raise SamplerError("an eps model cannot be sampled at alpha_bar = 0 (zero terminal SNR)")
+        return output, (x - s1a * output) / sa
+    if prediction_type == "v_prediction":
+        return sa * output + s1a * x, sa * x - s1a * output
+    raise SamplerError(f"unknown prediction_type {prediction_type!r} (epsilon or v_prediction)")
+
+
 def ddim_step(
     x: torch.Tensor,
     eps: torch.Tensor,
@@ -51,12 +70,15 @@ def ddim_step(
     alpha_prev: float,
     eta: float = 0.0,
     noise: torch.Tensor | None = None,
+    x0: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One DDIM update x_t → x_{t_prev} (Song et al. 2021, eq. 12) from an eps prediction."""
+    """One DDIM update x_t → x_{t_prev} (Song et al. 2021, eq. 12) from an eps prediction (and
+    its x0, when the model predicted something else and x0 is known without dividing by √ᾱ_t)."""
     a_t = torch.as_tensor(alpha_t, dtype=torch.float64)
     a_prev = torch.as_tensor(alpha_prev, dtype=torch.float64)
-    x0 = (x - (1 - a_t).sqrt().to(x.dtype) * eps) / a_t.sqrt().to(x.dtype)
-    sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
+    if x0 is None:
+        x0 = (x - (1 - a_t).sqrt().to(x.dtype) * eps) / a_t.sqrt().to(x.dtype)
+    sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt() if eta > 0 else a_t * 0
     direction = (1 - a_prev - sigma**2).clamp(min=0).sqrt().to(x.dtype) * eps
     out = a_prev.sqrt().to(x.dtype) * x0 + direction
     if eta > 0:
@@ -74,11 +96,13 @@ def ddim_sample(
     eta: float = 0.0,
     final_alpha_cumprod: float = 1.0,
     generator: torch.Generator | None = None,
+    prediction_type: str = "epsilon",
 ) -> torch.Tensor:
     """Run DDIM from pure noise ``x_T`` over descending ``timesteps``; returns x_0.
 
     The step after the last timestep uses ``final_alpha_cumprod`` (1.0 = the clean sample, as
     diffusers' ``set_alpha_to_one=True``). ``eta > 0`` draws fresh noise from ``generator``.
+    ``prediction_type``: what the denoiser returns, "epsilon" or "v_prediction".
     """
     ac = alphas_cumprod.detach().to("cpu", torch.float64)
     ts = [int(t) for t in timesteps]
@@ -88,11 +112,11 @@ def ddim_sample(
     for i, t in enumerate(ts):
         alpha_t = float(ac[t])
         alpha_prev = float(ac[ts[i + 1]]) if i + 1 < len(ts) else final_alpha_cumprod
-        eps = denoise_eps(x, t).to(x.dtype)
+        eps, x0 = eps_and_x0(denoise_eps(x, t).to(x.dtype), x, alpha_t, prediction_type)
         noise = None
         if eta > 0:
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-        x = ddim_step(x, eps, alpha_t, alpha_prev, eta=eta, noise=noise)
+        x = ddim_step(x, eps, alpha_t, alpha_prev, eta=eta, noise=noise, x0=x0)
     return x
 
 

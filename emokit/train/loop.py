@@ -151,7 +151,9 @@ def train(
     trainable = [p for n, p in model.named_parameters() if id(p) in chosen]
     if cfg.gradient_checkpointing and acc.device.type == "cuda":
         model.enable_gradient_checkpointing()
-    scheduler = load_scheduler(origin) if origin else training_scheduler()
+    scheduler = (
+        load_scheduler(origin) if origin else training_scheduler(cfg.prediction_type, cfg.zero_terminal_snr)
+    )
     res = model.config.sample_size * model.config.vae_factor
     start = ckpt.read_info(resume)["step"] if resume else 0
     workers = _default_workers(acc) if workers is None else workers

@@ -1,4 +1,5 @@
-"""The diffusion training objective of one batch: eps-prediction MSE with EMO's condition dropout.
+"""The diffusion training objective of one batch: MSE on the scheduler's target (eps as in EMO,
+or v) with EMO's condition dropout.
 
 Separate from the loop (emokit.train.loop) so benchmarks and tests can evaluate the exact loss a
 training step optimises without running one.
@@ -18,8 +19,9 @@ __all__ = ["DiffusionLoss", "condition_drops"]
 
 
 class DiffusionLoss(nn.Module):
-    """The eps-prediction loss of one batch. The whole step sits in one forward, so DDP syncs
-    every trainable part (ReferenceNet included) however the model routes through it."""
+    """The loss of one batch against the scheduler's ``prediction_type`` target (eps or v). The
+    whole step sits in one forward, so DDP syncs every trainable part (ReferenceNet included)
+    however the model routes through it."""
 
     def __init__(
         self,
@@ -64,7 +66,7 @@ class DiffusionLoss(nn.Module):
         if motion is not None and self.motion_dropout > 0:  # a first clip: zero motion maps
             drop_motion = torch.rand(b, generator=gen, device=device) < self.motion_dropout
         ref = model.reference(ref_latents, motion, drop_motion)
-        eps = model(
+        pred = model(
             noisy,
             t,
             ref,
@@ -82,7 +84,16 @@ class DiffusionLoss(nn.Module):
                 self.face_weight,
                 self.mouth_weight,
             )
-        return weighted_mse(eps, noise, weights)
+        return weighted_mse(pred, self.target(latents, noise, t), weights)
+
+    def target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the model regresses: the noise (eps) or v = sqrt(ᾱ)·eps − sqrt(1−ᾱ)·x0."""
+        kind = self.scheduler.config.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":  # get_velocity broadcasts ᾱ_t over the trailing dims
+            return self.scheduler.get_velocity(latents, noise, t)
+        raise ValueError(f"unsupported prediction_type {kind!r} (epsilon or v_prediction)")
 
 
 def condition_drops(
