@@ -110,13 +110,14 @@ def test_bad_arguments_are_one_line_errors() -> None:
         ddim_sample(_toy_eps, torch.zeros(1), [1, 5], torch.linspace(0.99, 0.01, 1000))
 
 
-def test_v_prediction_with_zero_terminal_snr_matches_diffusers() -> None:
-    """A v model sampled from ᾱ = 0 (zero terminal SNR): the first step is exact, no 1/√ᾱ."""
+@pytest.mark.parametrize("kind", ["v_prediction", "sample"])
+def test_v_and_x0_prediction_with_zero_terminal_snr_match_diffusers(kind: str) -> None:
+    """A v or x0 model sampled from ᾱ = 0 (zero terminal SNR): the first step is exact, no 1/√ᾱ."""
     steps = 10
     sched = DDIMScheduler(
         **SD15,
         timestep_spacing="trailing",
-        prediction_type="v_prediction",
+        prediction_type=kind,
         rescale_betas_zero_snr=True,
         set_alpha_to_one=True,
     )
@@ -132,7 +133,7 @@ def test_v_prediction_with_zero_terminal_snr_matches_diffusers() -> None:
         x_T,
         ddim_timesteps(1000, steps, "trailing"),
         sched.alphas_cumprod,
-        prediction_type="v_prediction",
+        prediction_type=kind,
     )
     assert torch.isfinite(ours).all()
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)

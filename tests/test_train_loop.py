@@ -148,8 +148,8 @@ def test_init_from_a_diffusers_sd15_folder(dataset, tmp_path):
         train(dataset, tmp_path / "run", 2, cfg, init=str(sd), workers=0, progress=False)
 
 
-def test_v_prediction_target_is_the_velocity() -> None:
-    """v = √ᾱ·eps − √(1−ᾱ)·x0 per sample; at zero terminal SNR, v at t = T-1 is −x0 exactly."""
+def test_prediction_targets() -> None:
+    """v = √ᾱ·eps − √(1−ᾱ)·x0 per sample (at zero terminal SNR, −x0 at t = T-1); eps; x0."""
     sched = training_scheduler("v_prediction", zero_terminal_snr=True)
     net = DiffusionLoss(EMOModel(EMOConfig.tiny()), sched, stage=1, cond_dropout=0.0)
     x0 = torch.randn(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -161,5 +161,7 @@ def test_v_prediction_target_is_the_velocity() -> None:
     torch.testing.assert_close(v[1], a**0.5 * eps[1] - (1 - a) ** 0.5 * x0[1])
     eps_net = DiffusionLoss(EMOModel(EMOConfig.tiny()), training_scheduler(), stage=1, cond_dropout=0.0)
     assert torch.equal(eps_net.target(x0, eps, t), eps)
+    x0_net = DiffusionLoss(EMOModel(EMOConfig.tiny()), training_scheduler("sample"), 1, 0.0)
+    assert torch.equal(x0_net.target(x0, eps, t), x0)
     with pytest.raises(ValueError, match="zero_terminal_snr"):
         training_scheduler("epsilon", zero_terminal_snr=True)

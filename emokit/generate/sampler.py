@@ -48,7 +48,7 @@ def ddim_timesteps(
 def eps_and_x0(
     output: torch.Tensor, x: torch.Tensor, alpha_t: float, prediction_type: str = "epsilon"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(eps, x0) from a model output at ᾱ_t: the output is eps itself, or v = √ᾱ·eps − √(1−ᾱ)·x0.
+    """(eps, x0) from a model output at ᾱ_t: eps itself, v = √ᾱ·eps − √(1−ᾱ)·x0, or x0 ("sample").
 
     With v, both follow without dividing by √ᾱ_t, so a zero-terminal-SNR step (ᾱ = 0) is exact.
     """
@@ -60,7 +60,11 @@ def eps_and_x0(
         return output, (x - s1a * output) / sa
     if prediction_type == "v_prediction":
         return sa * output + s1a * x, sa * x - s1a * output
-    raise SamplerError(f"unknown prediction_type {prediction_type!r} (epsilon or v_prediction)")
+    if prediction_type == "sample":
+        if alpha_t >= 1:
+            raise SamplerError("an x0 model gives no eps at alpha_bar = 1 (no noise)")
+        return (x - sa * output) / s1a, output
+    raise SamplerError(f"unknown prediction_type {prediction_type!r} (epsilon, v_prediction or sample)")
 
 
 def ddim_step(

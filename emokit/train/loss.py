@@ -87,13 +87,15 @@ class DiffusionLoss(nn.Module):
         return weighted_mse(pred, self.target(latents, noise, t), weights)
 
     def target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What the model regresses: the noise (eps) or v = sqrt(ᾱ)·eps − sqrt(1−ᾱ)·x0."""
+        """What the model regresses: the noise (eps), v = sqrt(ᾱ)·eps − sqrt(1−ᾱ)·x0, or x0."""
         kind = self.scheduler.config.prediction_type
         if kind == "epsilon":
             return noise
         if kind == "v_prediction":  # get_velocity broadcasts ᾱ_t over the trailing dims
             return self.scheduler.get_velocity(latents, noise, t)
-        raise ValueError(f"unsupported prediction_type {kind!r} (epsilon or v_prediction)")
+        if kind == "sample":  # x0 itself
+            return latents
+        raise ValueError(f"unsupported prediction_type {kind!r} (epsilon, v_prediction or sample)")
 
 
 def condition_drops(

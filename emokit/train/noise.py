@@ -9,7 +9,7 @@ from diffusers import DDPMScheduler
 SCHEDULER_DIR = "scheduler"
 
 
-PREDICTION_TYPES = ("epsilon", "v_prediction")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 def training_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool = False) -> DDPMScheduler:
@@ -24,7 +24,9 @@ def training_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
     if zero_terminal_snr and prediction_type == "epsilon":
-        raise ValueError("zero_terminal_snr needs prediction_type='v_prediction' (eps is undefined at SNR 0)")
+        raise ValueError(
+            "zero_terminal_snr needs prediction_type v_prediction or sample (eps is undefined at SNR 0)"
+        )
     return DDPMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
