@@ -12,7 +12,7 @@ statistic down. The look is cut into an 8×8 grid of cells (4×4 pixels each) an
 tested on its own: the step of frame t in that cell (RMS grey change from the previous distinct
 frame) must be, at once,
 
-- far above the cell's median step over the ±12 frames around it (``local``: sudden for this
+- far above the cell's median step over the ±24 frames around it (``local``: sudden for this
   part of the picture in this clip — the mouth cell is always busy, a background cell never),
 - far above both neighbouring steps of the cell (``spike``: one step, not a fast but continuous
   turn),
@@ -37,7 +37,7 @@ from einops import rearrange
 from numpy.lib.stride_tricks import sliding_window_view
 
 LOOK_SIDE = 32  # thumbnail side in pixels
-_WINDOW = 12  # distinct frames on each side for the local median step
+_WINDOW = 24  # distinct frames on each side for the local median step (~1 s)
 GRID = 8  # the look is tested as GRID×GRID cells
 _QUANTILE = 0.9  # the frame's score: this quantile of its cells' margins
 # Log-ratio thresholds of the three tests (per cell, or on box steps without looks).
@@ -48,10 +48,10 @@ _BOX_FLOOR = 1e-3  # face sizes: box steps below this are detector rounding, not
 # Cell steps (RMS, grey levels 0-255) below this are encoder noise, not motion: floored steps and
 # medians keep a re-encoded still picture, whose keyframes stand out against a near-zero median,
 # from cutting.
-_CELL_FLOOR = 1.0
+_CELL_FLOOR = 0.5
 # Score above which a frame is a cut: above the highest score of any frame of the continuous
-# shared videos (0.73), bar speaker_b's frame 271, a real edit in that source (BENCHMARKS.md).
-JUMP_THRESHOLD = 0.8
+# shared videos (0.68), bar speaker_b's frame 271, a real edit in that source (BENCHMARKS.md).
+JUMP_THRESHOLD = 0.75
 
 
 def crop_look(crop: np.ndarray) -> np.ndarray:
