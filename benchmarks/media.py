@@ -18,6 +18,10 @@ CONTINUOUS_TALKING = [
     "speaker_vfr_700.mp4",
     "talking_no_audio_30fps_720x1280.mp4",
 ]
+# Real edits found inside those "continuous" videos, as 30 FPS frame indices (the first frame after
+# the edit), checked by eye (BENCHMARKS.md, Jump cuts): speaker_b 270 → 271 (9.03 s), the hands go
+# from clasped on the knees to raised at the chest and the body shifts in one 33 ms frame.
+KNOWN_SOURCE_CUTS = {"speaker_b_30fps_1080x1920.mp4": [271]}
 
 
 def talking_head_40s(dest: Path) -> Path:

@@ -8,17 +8,23 @@ Per frame: the face box and a "look" — a 32×32 grey thumbnail of the clip's f
 and deterministic per frame: it only depends on that frame's pixels and the clip's crop box).
 Frames that repeat the previous image exactly (sample-and-hold of a 25 fps or VFR source onto
 30 FPS) are set aside first: they are not motion, and their zero steps would drag every local
-statistic down. On the remaining frames, the step of frame t (distance of its unit-normalised
-look from the previous one) is a cut when it is, at once,
+statistic down. The look is cut into an 8×8 grid of cells (4×4 pixels each) and every cell is
+tested on its own: the step of frame t in that cell (RMS grey change from the previous distinct
+frame) must be, at once,
 
-- far above the median step of the ±12 frames around it (``local``: sudden for this clip),
-- far above both neighbouring steps (``spike``: one step, not a fast but continuous turn),
-- still far from the frame before when frame t is skipped (``skip``: frame t-1 and t+1 differ
-  too, so it is not one glitched or blurred frame, whose two steps cancel),
+- far above the cell's median step over the ±24 frames around it (``local``: sudden for this
+  part of the picture in this clip — the mouth cell is always busy, a background cell never),
+- far above both neighbouring steps of the cell (``spike``: one step, not a fast but continuous
+  turn),
+- still far from the frame before when frame t is skipped (``skip``: not one glitched frame).
 
-with the face box's own sudden step (against its local median) adding evidence. The score is the
-smallest of those margins (log ratios minus their thresholds) plus the box term; a cut has a score
-above ``JUMP_THRESHOLD``. Thresholds were chosen on ``benchmarks/bench_jumpcuts.py``.
+A cell's margin is the smallest of those log-ratio margins; the frame's score is the 90th
+percentile of its 64 cells' margins. Why per cell: a cut moves the whole head at once (face, hair,
+neck, shoulders: many cells jump together), while a blink or a mouth movement is a large change
+confined to a few cells — a whole-crop distance cannot tell them apart, a per-cell rank can.
+Against the whole-crop look this lifted recall on the constructed cuts of
+``benchmarks/bench_jumpcuts.py`` from ~60 % to ~85 % at no false split (BENCHMARKS.md). Without
+looks the same three tests run on the face box's steps.
 """
 
 from __future__ import annotations
@@ -27,23 +33,25 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from einops import rearrange
 from numpy.lib.stride_tricks import sliding_window_view
 
 LOOK_SIDE = 32  # thumbnail side in pixels
-_WINDOW = 12  # distinct frames on each side for the local median step
-# Log-ratio thresholds of the three look tests and the weight of the box's sudden step.
+_WINDOW = 24  # distinct frames on each side for the local median step (~1 s)
+GRID = 8  # the look is tested as GRID×GRID cells
+_QUANTILE = 0.9  # the frame's score: this quantile of its cells' margins
+# Log-ratio thresholds of the three tests (per cell, or on box steps without looks).
 _LOCAL = 1.0
 _SPIKE = 0.9
 _SKIP = 0.2
-_BOX_WEIGHT = 0.25
 _BOX_FLOOR = 1e-3  # face sizes: box steps below this are detector rounding, not motion
-# Look steps below this are encoder noise, not motion: a still picture re-encoded as H.264 steps by
-# <= 0.0015 (its keyframes stand out against a near-zero median), real talking heads by >= ~0.012
-# (1st percentile on speaker_c/d, head_turn). Floored steps and medians keep stills from cutting.
-_LOOK_FLOOR = 5e-3
-# Score above which a frame is a cut: just above the highest score of any frame of the continuous
-# shared videos (0.76), bar one frame of speaker_b that looks like a real jump cut (BENCHMARKS.md).
-JUMP_THRESHOLD = 0.9
+# Cell steps (RMS, grey levels 0-255) below this are encoder noise, not motion: floored steps and
+# medians keep a re-encoded still picture, whose keyframes stand out against a near-zero median,
+# from cutting.
+_CELL_FLOOR = 0.5
+# Score above which a frame is a cut: above the highest score of any frame of the continuous
+# shared videos (0.68), bar speaker_b's frame 271, a real edit in that source (BENCHMARKS.md).
+JUMP_THRESHOLD = 0.75
 
 
 def crop_look(crop: np.ndarray) -> np.ndarray:
@@ -72,12 +80,13 @@ def box_steps(boxes: np.ndarray) -> np.ndarray:
 
 
 def _local_median(v: np.ndarray) -> np.ndarray:
-    """Median of the finite values within ±_WINDOW of each entry, the entry itself left out."""
-    win = sliding_window_view(np.pad(v, _WINDOW, constant_values=np.nan), 2 * _WINDOW + 1).copy()
-    win[:, _WINDOW] = np.nan
+    """Median of the finite values within ±_WINDOW of each entry along axis 0, itself left out."""
+    pad = [(_WINDOW, _WINDOW)] + [(0, 0)] * (v.ndim - 1)
+    win = sliding_window_view(np.pad(v, pad, constant_values=np.nan), 2 * _WINDOW + 1, axis=0).copy()
+    win[..., _WINDOW] = np.nan
     with np.errstate(all="ignore"), np.testing.suppress_warnings() as sup:
         sup.filter(RuntimeWarning)
-        return np.nanmedian(win, axis=1)
+        return np.nanmedian(win, axis=-1)
 
 
 def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -85,40 +94,55 @@ def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.log(a / b)
 
 
-def _components(boxes: np.ndarray, looks: np.ndarray | None):
-    """Distinct-frame indices and the log ratios (local, spike, skip, box) of their steps."""
+def _cell_steps(looks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell RMS grey step from the previous look [n, C] and over a skipped frame [n, C]."""
+    n, h, w = looks.shape
+    x = looks.astype(np.float64)
+    x = rearrange(x, "n (gy ch) (gx cw) -> n (gy gx) (ch cw)", gy=GRID, gx=GRID)
+    pad = np.full((1, x.shape[1]), np.nan)
+    step = np.sqrt(np.mean((x[1:] - x[:-1]) ** 2, axis=2))
+    skip = np.sqrt(np.mean((x[2:] - x[:-2]) ** 2, axis=2))
+    return np.r_[pad, step], np.r_[pad, skip, pad]
+
+
+def _margins(step: np.ndarray, skip: np.ndarray, floor: float) -> np.ndarray:
+    """The smallest margin of the local, spike and skip tests, per entry ([n] or [n, C])."""
+    step, skip = np.maximum(step, floor), np.maximum(skip, floor)
+    local = _local_median(step)
+    pad = np.full((1,) + step.shape[1:], np.nan)
+    neighbours = np.fmax(np.r_[pad, step[:-1]], np.r_[step[1:], pad])
+    z = np.stack([_log_ratio(step, local), _log_ratio(step, neighbours), _log_ratio(skip, local)])
+    m = np.minimum.reduce([z[0] - _LOCAL, z[1] - _SPIKE, z[2] - _SKIP])
+    return np.where(np.isfinite(m), m, -np.inf)
+
+
+def _distinct_margins(boxes: np.ndarray, looks: np.ndarray | None):
+    """Distinct-frame indices and their scores (held repeats set aside)."""
     b = np.asarray(boxes, dtype=np.float64)
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"boxes must be [F, 4], got shape {b.shape}")
     f = len(b)
     if looks is not None:
-        lk = np.asarray(looks).reshape(len(looks), -1)
+        lk = np.asarray(looks)
         if len(lk) != f:
             raise ValueError(f"looks must have one entry per box ({f}), got {len(lk)}")
-        same = np.all(lk[1:] == lk[:-1], axis=1)
+        if lk.ndim != 3 or lk.shape[1] % GRID or lk.shape[2] % GRID:
+            raise ValueError(f"looks must be [F, H, W] with H, W multiples of {GRID}, got {lk.shape}")
+        flat = lk.reshape(f, -1)
+        same = np.all(flat[1:] == flat[:-1], axis=1)
     else:
         same = np.all(b[1:] == b[:-1], axis=1)
-    distinct = np.flatnonzero(np.r_[True, ~same])  # held repeats set aside
+    distinct = np.flatnonzero(np.r_[True, ~same])
     if len(distinct) < 3:
         return distinct, None
-    bd = b[distinct]
-    box_step = np.r_[np.nan, box_steps(bd)[1:]]
     if looks is not None:
-        x = lk[distinct].astype(np.float64)
-        x -= x.mean(axis=1, keepdims=True)
-        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
-        step = np.maximum(np.r_[np.nan, np.linalg.norm(np.diff(x, axis=0), axis=1)], _LOOK_FLOOR)
-        skip = np.maximum(np.r_[np.nan, np.linalg.norm(x[2:] - x[:-2], axis=1), np.nan], _LOOK_FLOOR)
-    else:
-        step = box_step
-        pairs = np.concatenate([bd[:-2], bd[2:]], axis=1).reshape(-1, 2, 4)
-        skip = np.r_[np.nan, [box_steps(p)[1] for p in pairs], np.nan]
-    local = _local_median(step)
-    neighbours = np.fmax(np.r_[np.nan, step[:-1]], np.r_[step[1:], np.nan])
-    bs = np.maximum(box_step, _BOX_FLOOR)
-    zb = _log_ratio(bs, np.maximum(_local_median(bs), _BOX_FLOOR))
-    z = np.stack([_log_ratio(step, local), _log_ratio(step, neighbours), _log_ratio(skip, local), zb])
-    return distinct, z
+        cells = _margins(*_cell_steps(lk[distinct]), _CELL_FLOOR)
+        return distinct, np.quantile(np.maximum(cells, -1e3), _QUANTILE, axis=1)
+    bd = b[distinct]
+    step = np.r_[np.nan, box_steps(bd)[1:]]
+    pairs = np.concatenate([bd[:-2], bd[2:]], axis=1).reshape(-1, 2, 4)
+    skip = np.r_[np.nan, [box_steps(p)[1] for p in pairs], np.nan]
+    return distinct, _margins(step, skip, _BOX_FLOOR)
 
 
 def jump_scores(boxes: np.ndarray, looks: np.ndarray | None = None) -> np.ndarray:
@@ -128,14 +152,9 @@ def jump_scores(boxes: np.ndarray, looks: np.ndarray | None = None) -> np.ndarra
     :func:`crop_look` (None: the box alone, with the same tests on box steps).
     """
     out = np.full(len(boxes), -np.inf)
-    distinct, z = _components(boxes, looks)
-    if z is None:
-        return out
-    margin = np.minimum.reduce([z[0] - _LOCAL, z[1] - _SPIKE, z[2] - _SKIP])
-    if looks is not None:
-        margin = margin + _BOX_WEIGHT * z[3]
-    margin[~np.isfinite(margin)] = -np.inf
-    out[distinct] = margin
+    distinct, margin = _distinct_margins(boxes, looks)
+    if margin is not None:
+        out[distinct] = np.where(margin > -1e3, margin, -np.inf)
     return out
 
 
