@@ -147,13 +147,13 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
             threads=threads,
         ) as mp4,
     ):
-        prev_crop = None
+        prev_crop: np.ndarray | None = None
         for i in range(start, end):
             # A held frame (same source frame) is its original's crop; it and a bit-identical
             # image read exactly what the original read (the mesh runs in static-image mode), so
             # neither is cropped or meshed again.
-            held = i > start and frames.source_index[i] == frames.source_index[i - 1]
-            crop = prev_crop if held else frames.crop(i, crop_box, cfg.size)
+            held = prev_crop is not None and frames.source_index[i] == frames.source_index[i - 1]
+            crop = prev_crop if held and prev_crop is not None else frames.crop(i, crop_box, cfg.size)
             same = held or (prev_crop is not None and np.array_equal(crop, prev_crop))
             if not same:
                 poses.append(est(crop))
