@@ -35,7 +35,7 @@ from media import CONTINUOUS_TALKING as TALKING  # noqa: E402
 from media import SHARED  # noqa: E402
 
 from emokit.data.crop import clip_crop_box, crop_square  # noqa: E402
-from emokit.data.decode import frame_times, read_frames  # noqa: E402
+from emokit.data.decode import _to_rgb, frame_times, read_frames, read_video_frames  # noqa: E402
 from emokit.data.encode import Mp4Writer  # noqa: E402
 from emokit.data.faces import FaceDetector  # noqa: E402
 from emokit.data.pose import (  # noqa: E402
@@ -45,6 +45,7 @@ from emokit.data.pose import (  # noqa: E402
     Pose,
     euler_to_matrix,
     fill_missing,
+    resample_poses,
     rotation_velocity,
     smooth_poses,
     solve_pose,
@@ -112,12 +113,17 @@ def crop_box_of(path: Path, seconds: float) -> tuple[tuple[int, int, int, int], 
 
 
 def pose_series(path: Path, seconds: float, crop_box) -> dict[str, dict]:
-    """BEFORE and AFTER poses [F, 6], velocities and held-frame masks on the same crops."""
+    """BEFORE, HELD and AFTER poses [F, 6], velocities and held-frame masks on the same crops.
+
+    HELD = issue 12 item 1's method (smooth_poses, holds keep their pose: velocity 0 on every
+    hold of a 25 fps source); AFTER = label now (the same, then resample_poses onto the 30 FPS
+    times). Both come from one run of the new estimator."""
     legacy, new = LegacyHeadPoseEstimator(), HeadPoseEstimator()
     out = {k: {"poses": []} for k in ("before", "after")}
     held, prev = [], None
-    for f in read_frames(path, 0.0, seconds, FPS):
-        crop = crop_square(f, crop_box, SIZE)
+    source: list[int] = []
+    for frame in read_video_frames(path, 0.0, seconds, FPS, source_index=source):
+        crop = crop_square(_to_rgb(frame, None), crop_box, SIZE)
         held.append(prev is not None and np.array_equal(crop, prev))
         prev = crop
         for key, est in (("before", legacy), ("after", new)):
@@ -125,12 +131,15 @@ def pose_series(path: Path, seconds: float, crop_box) -> dict[str, dict]:
     legacy.close()
     new.close()
     held = np.array(held)
-    for key, d in out.items():
-        raw, _ = fill_missing(d["poses"])
-        d["poses"] = smooth_poses(raw, held, SIGMA) if key == "after" else raw
-        d["velocity"] = rotation_velocity(d["poses"])[0]
-        d["held"] = held
-    return out
+    src = np.array(source[: len(held)])
+    raw_before, _ = fill_missing(out["before"]["poses"])
+    raw, _ = fill_missing(out["after"]["poses"])
+    smooth = smooth_poses(raw, held, SIGMA)
+    series = {"before": raw_before, "held": smooth, "after": resample_poses(smooth, src)}
+    res = {}
+    for key, poses in series.items():
+        res[key] = {"poses": poses, "velocity": rotation_velocity(poses)[0], "held": held, "source": src}
+    return res
 
 
 def cost(path: Path, seconds: float = 3.0) -> dict[str, tuple[float, float]]:
@@ -193,9 +202,11 @@ def rotation_truth(name: str, seconds: float, work: Path) -> dict[str, tuple[flo
     a, b = pose_series(src, seconds, box), pose_series(rot, seconds, box)
     n = len(a["after"]["poses"])
     shown = np.floor(np.arange(n) * 25 / FPS + 1e-9)  # the source frame each 30 FPS frame shows
-    theta = 10 * np.sin(2 * np.pi * shown / 25 / 3)
     res = {}
-    for key in ("before", "after"):
+    for key in ("before", "held", "after"):
+        # BEFORE/HELD describe the source frame shown; AFTER the head at the 30 FPS frame's time
+        t = np.arange(n) / FPS if key == "after" else shown / 25
+        theta = 10 * np.sin(2 * np.pi * t / 3)
         r0, r1 = euler_to_matrix(a[key]["poses"][:, :3]), euler_to_matrix(b[key]["poses"][:, :3])
         rel = _angle(np.swapaxes(r0, -1, -2) @ r1)
         d = r1 @ np.swapaxes(r0, -1, -2)  # the image rotation, in camera axes
@@ -238,12 +249,20 @@ def roll_truth() -> dict[str, float]:
     crops = [crop_square(f, box, SIZE) for f in frames]
     held = np.r_[False, shown[1:] == shown[:-1]]
     true_step = np.abs(np.diff(roll[shown]))
+    # AFTER's truth: the roll's rate at the 30 FPS frame's time (the roll is piecewise linear in
+    # source frames: 1.2°/source frame = 1.0° per 30 FPS frame)
+    true_rate = np.abs(np.diff(np.interp(np.arange(120) * 25 / 30, k, roll)))
     res = {}
     for key, est in (("before", LegacyHeadPoseEstimator()), ("after", HeadPoseEstimator())):
         raw, _ = fill_missing([est(c) for c in crops])
         est.close()
-        poses = smooth_poses(raw, held, SIGMA) if key == "after" else raw
-        res[key] = float(np.median(np.abs(rotation_velocity(poses)[0][1:] - true_step)))
+        if key == "before":
+            res[key] = float(np.median(np.abs(rotation_velocity(raw)[0][1:] - true_step)))
+            continue
+        smooth = smooth_poses(raw, held, SIGMA)
+        res["held"] = float(np.median(np.abs(rotation_velocity(smooth)[0][1:] - true_step)))
+        after = rotation_velocity(resample_poses(smooth, shown))[0][1:]
+        res["after"] = float(np.median(np.abs(after - true_rate)))
     return res
 
 
@@ -278,7 +297,7 @@ def truth(args: argparse.Namespace) -> None:
             print(f"  {name:32s} {k:6s} {v[0]:.3f} / {v[1]:.3f}")
     r = roll_truth()
     print("known-roll portrait: median |velocity − |roll step|| (deg/frame); bound ≤ 0.15")
-    print(f"  before {r['before']:.3f}   after {r['after']:.3f}")
+    print(f"  before {r['before']:.3f}   held {r['held']:.3f}   after {r['after']:.3f}")
 
 
 def videos(args: argparse.Namespace) -> None:
@@ -291,7 +310,7 @@ def videos(args: argparse.Namespace) -> None:
         )
     print("shared talking videos (first --seconds×2 s): velocity, deg per 30 FPS frame")
     print("  on held frames of 25 fps sources (median, p95) | on all frames (median, p90)")
-    pooled = {"before": [], "after": []}
+    pooled: dict[str, list] = {"before": [], "held": [], "after": []}
     for name in TALKING:
         path = SHARED / "videos" / name
         secs = min(2 * args.seconds, duration(path) - 0.1)
@@ -300,6 +319,10 @@ def videos(args: argparse.Namespace) -> None:
         for k, d in s.items():
             v, h = d["velocity"], d["held"]
             held = f"{np.median(v[h]):.3f} / {np.percentile(v[h], 95):.3f}" if h.any() else "  (no holds)  "
+            at = np.flatnonzero(h)
+            at = at[(at > 0) & (at < len(v) - 1)]
+            if at.size:  # velocity on a hold over its neighbours' mean (1 = a steady speed)
+                held += f"  ratio {np.median(v[at] / np.maximum(0.5 * (v[at - 1] + v[at + 1]), 1e-9)):.2f}"
             pooled[k].append(v)
             print(f"  {name:38s} {k:6s} {held} | {np.median(v):.3f} / {np.percentile(v, 90):.3f}")
     print(

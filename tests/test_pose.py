@@ -20,8 +20,10 @@ from emokit.data.pose import (
     fill_missing,
     matrix_to_euler,
     relative_rotation_deg,
+    resample_poses,
     rotation_velocity,
     smooth_poses,
+    source_times,
     solve_pose,
 )
 from emokit.data.track import track_main_face
@@ -255,6 +257,49 @@ def test_smooth_poses_keeps_holds_and_steady_motion():
     np.testing.assert_array_equal(smooth_poses(noisy, holds, sigma=0), noisy)
     with pytest.raises(PoseError):
         smooth_poses(noisy, holds[:-1])
+
+
+def test_resample_poses_gives_a_constant_speed_through_25fps_holds():
+    """A head turning at 0.6°/source frame at 25 fps, held to 30 FPS: 0.5° per 30 FPS frame on
+    every frame (holds included); a 30 fps source is left as it is."""
+    source = (np.arange(60) * 25) // 30
+    np.testing.assert_allclose(source_times(source)[[0, 6, 12]], [0.0, 6.0, 12.0])
+    poses = np.zeros((60, 6))
+    poses[:, 0] = 0.6 * source  # what sample-and-hold shows: a step of 0 on every hold
+    poses[:, 3] = source
+    speed, _ = rotation_velocity(resample_poses(poses, source))
+    np.testing.assert_allclose(speed, 0.5, atol=1e-6)  # the last frame continues the last step
+    np.testing.assert_allclose(np.diff(resample_poses(poses, source)[:, 3]), 25 / 30, atol=1e-9)
+    steady = np.arange(30)
+    np.testing.assert_array_equal(resample_poses(poses[:30], steady), poses[:30])
+    with pytest.raises(PoseError):
+        resample_poses(poses, source[:-1])
+
+
+def test_real_25fps_holds_get_the_head_speed_and_a_pause_stays_still(videos):
+    """speaker_c (a real 25 fps talking head) with one source frame shown for 2 s, sample-and-held
+    to 30 FPS as label does: on 30 FPS holds the velocity is the neighbours' (not 0, the next frame
+    no longer carries two steps), and inside the pause it stays ~0."""
+    src = list(read_frames(videos / "speaker_c_25fps_512.mp4", 0.0, 3.0, 25))
+    paused = src[:40] + [src[40]] * 50 + src[40:]  # a real pause: 50 source frames of one image
+    source = (np.arange(len(paused) * 30 // 25) * 25) // 30
+    with FaceDetector() as det:
+        track = track_main_face([det(f) for f in src], 25, 0.5, frame_size=(512, 512))
+    box = clip_crop_box(track.boxes, 1.5, frame_size=(512, 512))
+    poses, same = _poses(paused, box, 256)  # one mesh per source frame, as label runs it
+    assert same[41:90].all()
+    raw = fill_missing(poses)[0][source]
+    holds = np.r_[False, source[1:] == source[:-1]] | same[source]  # held, or the same image
+    speed, _ = rotation_velocity(resample_poses(smooth_poses(raw, holds), source))
+    old, _ = rotation_velocity(smooth_poses(raw, holds))
+    hold = np.flatnonzero(np.r_[False, source[1:] == source[:-1]])
+    hold = hold[(hold < 40 * 6 // 5 - 2) | (hold > 90 * 6 // 5 + 2)][:-1]  # outside the pause
+    ratio = speed[hold] / (0.5 * (speed[hold - 1] + speed[hold + 1]))
+    assert np.median(old[hold]) < 1e-4  # what sample-and-hold gave before: 0 on every hold
+    assert 0.7 <= np.median(ratio) <= 1.3, ratio
+    assert np.median(speed[hold]) > 0.05
+    inside = np.arange(40 * 6 // 5 + 2, 90 * 6 // 5 - 1)
+    assert np.median(speed[inside]) <= 0.05, speed[inside]
 
 
 def test_head_turn_video_yaw_swings(videos):

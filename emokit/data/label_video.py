@@ -35,7 +35,14 @@ from emokit.data.frames import WindowFrames
 from emokit.data.ingest import clip_id
 from emokit.data.jumpcuts import crop_look, dropped_by_cuts, find_jump_cuts
 from emokit.data.mouth import mouth_opening
-from emokit.data.pose import HeadPoseEstimator, PoseError, fill_missing, rotation_velocity, smooth_poses
+from emokit.data.pose import (
+    HeadPoseEstimator,
+    PoseError,
+    fill_missing,
+    resample_poses,
+    rotation_velocity,
+    smooth_poses,
+)
 from emokit.data.quality import HandsDetector, caption_score
 from emokit.data.schema import OK, REJECTED, SHARD_SCHEMA
 from emokit.data.source_flags import source_flags
@@ -140,22 +147,33 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
             threads=threads,
         ) as mp4,
     ):
+        prev_crop: np.ndarray | None = None
         for i in range(start, end):
-            crop = frames.crop(i, crop_box, cfg.size)
-            poses.append(est(crop))
+            # A held frame (same source frame) is its original's crop; it and a bit-identical
+            # image read exactly what the original read (the mesh runs in static-image mode), so
+            # neither is cropped or meshed again.
+            held = prev_crop is not None and frames.source_index[i] == frames.source_index[i - 1]
+            crop = prev_crop if held and prev_crop is not None else frames.crop(i, crop_box, cfg.size)
+            same = held or (prev_crop is not None and np.array_equal(crop, prev_crop))
+            if not same:
+                poses.append(est(crop))
+            else:
+                poses.append(poses[-1])
             mouth.append(mouth_opening(est.landmarks) if est.landmarks is not None else np.nan)
             holds.append(
                 prev is not None and est.landmarks is not None and np.array_equal(est.landmarks, prev)
             )
-            prev = est.landmarks
+            prev, prev_crop = est.landmarks, crop
             still.add(crop, frames.source_index[i])
             looks.append(crop_look(crop))
             hands.add(crop)
             mp4.write(crop)
     raw, found = fill_missing(poses)
-    smooth = smooth_poses(raw, np.array(holds))
-    padded = padded_fraction(crop_box, frames.size)
     source = np.asarray(frames.source_index[start:end], dtype=np.int64)
+    # Smoothed over distinct images, then moved to the 30 FPS frames' own times: a 25 fps
+    # source's holds get the head's speed instead of 0 (emokit.data.pose.resample_poses).
+    smooth = resample_poses(smooth_poses(raw, np.array(holds)), source)
+    padded = padded_fraction(crop_box, frames.size)
     return _Part(
         start,
         end,

@@ -26,6 +26,7 @@ rotation taking the model (x right, y down, z into the scene, looking at the cam
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import NamedTuple
 
 import cv2
@@ -223,6 +224,72 @@ def smooth_poses(poses: np.ndarray, holds: np.ndarray, sigma: float = POSE_SMOOT
     out[:, :3] = matrix_to_euler((u * fix[:, None, :]) @ vt)
     out[:, 3:] = np.einsum("j,mjc->mc", w, pad_t[win])
     return out[owner]
+
+
+def source_times(source: np.ndarray) -> np.ndarray:
+    """Time of each output frame's source frame, in output frames (float [F]).
+
+    ``source[t]`` is the decode-order index of the source frame output frame t shows (label's
+    sample-and-hold: the latest source frame at or before t). The source rate is taken as
+    constant over the clip: p = output frames per source frame, a line fitted through the first
+    output frame of each source frame (snapped to a ratio of small integers such as 6/5 when
+    within 0.2 %), and source frame k sits at k·p + a, with a the largest offset that keeps every
+    source frame at or before the first output frame showing it. A 30 fps source gives t itself;
+    a 25 fps source at 30 FPS gives 1.2·k.
+    """
+    source = np.asarray(source, dtype=np.float64)
+    f = len(source)
+    if f == 0:
+        return source.copy()
+    new = np.r_[True, source[1:] != source[:-1]]
+    first = np.flatnonzero(new)  # first output frame showing each distinct source frame
+    k = source[first]
+    if len(first) < 2 or k[-1] <= k[0]:
+        return np.arange(f, dtype=np.float64)
+    per_out = float(np.polyfit(k, first, 1)[0])  # output frames per source frame
+    snapped = float(Fraction(per_out).limit_denominator(50))  # 25 → 30 fps: exactly 6/5
+    if abs(snapped - per_out) < 2e-3 * per_out:
+        per_out = snapped
+    a = float(np.min(first - k * per_out))
+    return k[np.cumsum(new) - 1] * per_out + a
+
+
+def resample_poses(poses: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Poses [F, 6] of distinct source frames moved to the output frames' own times.
+
+    Why: a 25 fps source held to 30 FPS shows every fifth source frame twice, so a head turning
+    at constant speed reads 0 on the hold and a double step on the next frame, while generation
+    asks for one constant speed. Here each distinct source frame's pose (the first output frame
+    showing it, e.g. after :func:`smooth_poses`) is placed at its source time
+    (:func:`source_times`) and output frame t gets the rotation slerped between the source frames
+    on either side of t (translations linearly), so the velocity is that of the head's motion in
+    time, per 30 FPS frame. Past the last source frame the last step continues (at most one
+    source step), so the clip does not end in a fake stop. A 30 fps source is returned as is.
+    """
+    poses = np.asarray(poses, dtype=np.float64)
+    source = np.asarray(source)
+    if poses.ndim != 2 or poses.shape[1] != 6 or source.shape != (len(poses),):
+        raise PoseError(f"poses must be [F, 6] with source [F], got {poses.shape} and {source.shape}")
+    f = len(poses)
+    new = np.r_[True, source[1:] != source[:-1]] if f else np.zeros(0, bool)
+    if new.all():
+        return poses.copy()
+    first = np.flatnonzero(new)
+    tau = source_times(source)[first]
+    if len(first) < 2:
+        return poses.copy()
+    known = poses[first]
+    t = np.arange(f, dtype=np.float64)
+    j = np.clip(np.searchsorted(tau, t, side="right") - 1, 0, len(first) - 2)
+    s = np.clip((t - tau[j]) / np.maximum(tau[j + 1] - tau[j], 1e-9), 0.0, 2.0)
+    rot = euler_to_matrix(known[:, :3])
+    step = np.swapaxes(rot[:-1], -1, -2) @ rot[1:]  # R_j^T R_{j+1}
+    vec = np.stack([cv2.Rodrigues(m)[0].reshape(3) for m in step])
+    part = np.stack([cv2.Rodrigues(v)[0] for v in vec[j] * s[:, None]])
+    out = np.empty_like(poses)
+    out[:, :3] = matrix_to_euler(rot[j] @ part)
+    out[:, 3:] = known[j, 3:] + s[:, None] * (known[j + 1, 3:] - known[j, 3:])
+    return out
 
 
 class HeadPoseEstimator:

@@ -83,7 +83,8 @@ SHARD_SCHEMA = pa.schema(
         ("face_detected", pa.list_(pa.bool_())),  # per frame; false where interpolated
         ("face_mask_box", _F4),  # union of face_boxes (EMO's face-region mask)
         # per frame yaw, pitch, roll (deg), tx, ty, tz (model units ≈ cm); smoothed over distinct
-        # frames (emokit.data.pose.smooth_poses), held frames repeat their original's pose
+        # images (emokit.data.pose.smooth_poses), then slerped to each 30 FPS frame's own time
+        # from the source frames' times (resample_poses: 25 fps holds move at the head's speed)
         ("pose", pa.list_(_F6)),
         ("velocity", pa.list_(pa.float32())),  # per frame, deg per 30 FPS frame: angle of R_{t-1}^T R_t
         ("velocity_axes", pa.list_(_F3)),  # per frame signed yaw, pitch, roll rates, deg/frame
