@@ -8,6 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from emokit.data.crop import (
+    MIN_CROP_SCALE,
+    PADDED_FLAG,
+    crop_square,
+    padded_fraction,
+    square_crop_box,
+    to_crop_coords,
+)
 from emokit.data.faces import FaceDetector
 from emokit.generate import portrait as portrait_mod
 from emokit.generate.portrait import Portrait, PortraitError, load_portrait
@@ -19,8 +27,9 @@ def _check(p: Portrait, size: int = SIZE) -> None:
     assert p.image.shape == (size, size, 3) and p.image.dtype == np.uint8
     assert p.face_mask.shape == (1, size, size)
     assert set(np.unique(p.face_mask)) <= {0.0, 1.0}
-    # The face box ×1.5 squared: the face fills about 1/1.5² of the crop (less when clipped).
-    assert 0.2 < p.face_mask.mean() < 0.5
+    # The face box ×1.5 squared: the face fills about 1/1.5² of the crop (less when clipped), up to
+    # 1/1.15² where the crop had to shrink towards the face to stay in the picture.
+    assert 0.2 < p.face_mask.mean() < 1.02 / MIN_CROP_SCALE**2
     assert p.image.std() > 10  # a real picture, not a blank
 
 
@@ -100,29 +109,77 @@ def test_two_people_largest_face_with_warning(portraits: Path) -> None:
     assert chosen.area == max(areas)
 
 
+def _face_inside(p: Portrait) -> None:
+    """The face box lies inside the crop, with label's minimum margin on its long side."""
+    x0, y0, x1, y1 = to_crop_coords(p.face_box.xyxy(), p.crop_box, p.size)
+    assert x0 >= 0 and y0 >= 0 and x1 <= p.size and y1 <= p.size
+    assert p.size >= MIN_CROP_SCALE * max(x1 - x0, y1 - y0) - 1
+
+
+def test_face_near_the_edge_is_shrunk_then_soft_padded(portraits: Path, tmp_path: Path) -> None:
+    """A real photo cut so the face is 3 px from the left edge and the image is narrower than the
+    ×1.5 square: label's rule shrinks the square towards the face (to the image width) and only the
+    sliver inside the minimum margin is padded, with a blurred mirror instead of black."""
+    ref = load_portrait(portraits / "woman_frontal.jpg", size=SIZE)
+    fx0, fy0, fw = int(ref.face_box.x0), int(ref.face_box.y0), int(ref.face_box.width)
+    edge = (fx0 - 3, fy0 - 70, fx0 - 3 + int(1.3 * fw), 624)  # 1.3 face widths wide
+    Image.open(portraits / "woman_frontal.jpg").crop(edge).save(tmp_path / "edge.png")
+    p = load_portrait(tmp_path / "edge.png", size=256)
+    _check(p, 256)
+    _face_inside(p)
+    w, h = p.source_size
+    side = p.crop_box[2] - p.crop_box[0]
+    assert side == min(w, h) < 1.5 * p.face_box.width  # shrunk to fit, not the ×1.5 square
+    assert p.padded_frac == pytest.approx(padded_fraction([int(v) for v in p.crop_box], (w, h)))
+    assert 0 < p.padded_frac < 0.08
+    old = square_crop_box(p.face_box.xyxy(), 1.5, (w, h))  # the old rule: shift only, then black
+    assert padded_fraction(old, (w, h)) > 0.15
+    assert bool(p.warnings) == (p.padded_frac > PADDED_FLAG)
+    assert p.crop_box[0] < 0 and p.crop_box[1] >= 0 and p.crop_box[3] <= h
+    pad = int(-p.crop_box[0] / side * 256)  # output columns left of the picture
+    assert pad >= 4
+    # No hard black border: the padded columns carry the scene's light, close to the picture's
+    # first columns, where black padding (the old rule) reads 0.
+    rgb = np.asarray(Image.open(tmp_path / "edge.png").convert("RGB"))
+    black = crop_square(rgb, [int(v) for v in p.crop_box], 256, "zero")
+    assert black[:, : pad - 1].max() == 0
+    band, inside = p.image[:, : pad - 1].astype(float), p.image[:, pad + 1 : pad + 4].astype(float)
+    assert band.mean() > 20 and abs(band.mean() - inside.mean()) < 25
+    assert (band.max(axis=2) < 8).mean() < 0.05  # hardly a black pixel
+    assert np.abs(np.diff(p.image[:, pad - 4 : pad + 4].astype(float), axis=1)).mean() < 20  # no edge
+
+
 def test_partial_face_at_edge_and_tight_crops(portraits: Path, tmp_path: Path) -> None:
-    # The label rule: the ×1.5 square is shifted inside the image when it fits (real pixels, as
-    # in the training crops), and padded only where the image is smaller than the square.
+    # A face cut by the image edge (the detector clips its box at x = 0): the crop keeps the
+    # minimum margin around the box, the rest of the ×1.5 square stays in the picture, and the
+    # part outside (11 %) is soft-padded and reported.
     p = load_portrait(portraits / "partial_face_at_edge.jpg", size=SIZE)
     _check(p)
+    _face_inside(p)
     assert p.face_box.x0 == 0.0  # the detector clips the face at the left edge
-    assert p.crop_box[0] == 0 and p.crop_box[2] <= p.source_size[0]
-    assert p.image[:, :4].max() > 0  # real pixels at the left edge, no padding
-    cols = np.flatnonzero(p.face_mask[0].any(axis=0))
-    assert cols[0] == 0  # the face mask starts at the crop's (and the image's) edge
+    assert p.crop_box[0] < 0 and p.crop_box[2] <= p.source_size[0]
+    assert p.padded_frac > PADDED_FLAG and "close to the image edge" in p.warnings[0]
+    assert p.image[:, :4].mean() > 20  # a blurred mirror of the picture, not black
 
-    # A photo cropped tight around the face: the square is larger than the image → padded.
-    ref = load_portrait(portraits / "woman_frontal.jpg", size=SIZE)
-    x0, y0, x1, y1 = (int(v) for v in ref.face_box[:4])
+    # A photo cropped tight around the face (10 px margin): the square shrinks to the minimum
+    # margin (1.15 face sides) and what is still outside the image is soft-padded.
+    x0, y0, x1, y1 = (int(v) for v in ref_box(portraits))
     Image.open(portraits / "woman_frontal.jpg").crop((x0 - 10, y0 - 10, x1 + 10, y1 + 10)).save(
         tmp_path / "tight.png"
     )
     p = load_portrait(tmp_path / "tight.png", size=SIZE)
     _check(p)
+    _face_inside(p)
+    side = p.crop_box[2] - p.crop_box[0]
+    assert side == pytest.approx(MIN_CROP_SCALE * max(p.face_box.width, p.face_box.height), abs=2)
     assert p.crop_box[0] < 0 and p.crop_box[2] > p.source_size[0]
-    pad = int(-p.crop_box[0] / (p.crop_box[2] - p.crop_box[0]) * SIZE)
-    assert pad > 4 and p.image[:, : pad - 1].max() == 0 and p.image[:, -(pad - 1) :].max() == 0
+    pad = int(-p.crop_box[0] / side * SIZE)
+    assert pad > 2 and p.image[:, : pad - 1].mean() > 20 and p.image[:, -(pad - 1) :].mean() > 20
     assert p.image[:, pad + 1 : -pad - 1].std() > 10
+
+
+def ref_box(portraits: Path) -> tuple[float, ...]:
+    return tuple(load_portrait(portraits / "woman_frontal.jpg", size=SIZE).face_box[:4])
 
 
 def _slides_frame(videos: Path) -> np.ndarray:

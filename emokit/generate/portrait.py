@@ -1,8 +1,10 @@
 """The portrait a video is generated from: any image Pillow reads → square face crop + face mask.
 
-The crop follows the same rule as ``emokit label`` (face box ×1.5 around its centre, squared,
-shifted inside the image when it fits, padded only when it is larger than the image), so the
-generator sees portraits framed like its training clips. Large
+The crop is ``emokit label``'s, from the same code (emokit.data.crop): face box ×1.5 around its
+centre, squared, shifted inside the image, then shrunk towards the face (down to
+``MIN_CROP_SCALE`` × the face) before any padding, and padded ``"soft"`` (a blurred mirror, no
+black border) where even that leaves the image — so the generator sees portraits framed like its
+training clips, never the hard black borders training never shows it. Large
 photos are decoded at reduced scale (JPEG DCT scaling via ``Image.draft``) twice: once small for
 detection, once just large enough for the crop — a 3511 px photo never sits in memory at full size.
 """
@@ -17,7 +19,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from emokit.data.crop import crop_square, square_crop_box, to_crop_coords
+from emokit.data.crop import (
+    LABEL_PAD,
+    PADDED_FLAG,
+    crop_square,
+    fit_crop_box,
+    padded_fraction,
+    to_crop_coords,
+)
 from emokit.data.faces import FaceBox, FaceDetector
 
 log = logging.getLogger(__name__)
@@ -41,6 +50,7 @@ class Portrait:
     source_size: tuple[int, int]  # (width, height) after EXIF orientation
     faces: int  # faces detected
     warnings: tuple[str, ...]
+    padded_frac: float = 0.0  # share of the crop square outside the image (soft-padded), as label's
 
     @property
     def size(self) -> int:
@@ -134,8 +144,10 @@ def load_portrait(
     with FaceDetector(min_confidence=min_confidence, detect_width=detect_width) as detector:
         faces = [_scaled(b, k_small) for b in detector(small)]
     face, warnings = _choose_face(faces, path)
-    side = crop_scale * max(face.width, face.height)
-    crop_box = tuple(float(v) for v in square_crop_box(face, crop_scale, (full_w, full_h)))
+    full_box = fit_crop_box(face.xyxy(), (full_w, full_h), crop_scale)
+    crop_box = tuple(float(v) for v in full_box)
+    side = float(full_box[2] - full_box[0])
+    padded = padded_fraction(full_box, (full_w, full_h))
 
     # Pass 2: decode just large enough that the crop keeps at least ``size`` pixels of detail.
     need = min(1.0, size / side)
@@ -144,12 +156,18 @@ def load_portrait(
     k = pixels.shape[1] / full_w
     face_px = _scaled(face, k)
     # the label rule, in the decoded pixels
-    crop_px = square_crop_box(face_px, crop_scale, (pixels.shape[1], pixels.shape[0]))
-    image = crop_square(pixels, crop_px, size)
+    crop_px = fit_crop_box(face_px.xyxy(), (pixels.shape[1], pixels.shape[0]), crop_scale)
+    image = crop_square(pixels, crop_px, size, LABEL_PAD)
     del pixels
     if side * k < size * 0.75:
         warnings.append(
             f"face crop is only {side * k:.0f} px wide, upscaled to {size} px; output will be soft"
+        )
+
+    if padded > PADDED_FLAG:
+        warnings.append(
+            f"the face is close to the image edge: {padded:.0%} of the crop lies outside the picture"
+            " (filled with a blurred mirror)"
         )
 
     x0, y0, x1, y1 = (float(v) for v in to_crop_coords(face_px.xyxy(), crop_px, size))
@@ -167,4 +185,5 @@ def load_portrait(
         source_size=(full_w, full_h),
         faces=len(faces),
         warnings=tuple(warnings),
+        padded_frac=padded,
     )
