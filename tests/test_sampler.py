@@ -21,6 +21,14 @@ def _toy_eps(x: torch.Tensor, t: int) -> torch.Tensor:
     return torch.tanh(x * (1 + t / 500)) * 0.7 + 0.01 * t / 1000
 
 
+def _diffusers_ddim(sched: DDIMScheduler, x_T: torch.Tensor) -> torch.Tensor:
+    """The reference: diffusers' own DDIM loop over ``_toy_eps`` (eta 0)."""
+    x = x_T.clone()
+    for t in sched.timesteps:
+        x = sched.step(_toy_eps(x, int(t)), t, x, eta=0.0).prev_sample
+    return x
+
+
 @pytest.mark.parametrize(
     ("spacing", "offset", "steps"),
     [("trailing", 0, 40), ("trailing", 0, 8), ("leading", 1, 40), ("leading", 0, 25)],
@@ -41,10 +49,7 @@ def test_ddim_sample_matches_diffusers_loop(spacing: str, offset: int, set_alpha
     )
     sched.set_timesteps(steps)
     x_T = torch.randn(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-
-    ref = x_T.clone()
-    for t in sched.timesteps:
-        ref = sched.step(_toy_eps(ref, int(t)), t, ref, eta=0.0).prev_sample
+    ref = _diffusers_ddim(sched, x_T)
 
     ours = ddim_sample(
         _toy_eps,
@@ -124,9 +129,7 @@ def test_v_and_x0_prediction_with_zero_terminal_snr_match_diffusers(kind: str) -
     sched.set_timesteps(steps)
     assert float(sched.alphas_cumprod[int(sched.timesteps[0])]) < 1e-6  # sampling starts at SNR ~0
     x_T = torch.randn(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    ref = x_T.clone()
-    for t in sched.timesteps:
-        ref = sched.step(_toy_eps(ref, int(t)), t, ref, eta=0.0).prev_sample
+    ref = _diffusers_ddim(sched, x_T)
 
     ours = ddim_sample(
         _toy_eps,
