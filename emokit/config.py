@@ -72,6 +72,7 @@ class TrainConfig:
     mouth_loss_weight: float = 1.0  # loss weight inside the mouth region of the face box
     audio_lr_scale: float = 1.0  # lr multiplier of audio projection + audio-attention (stage 2)
     motion_noise: float = 0.0  # std of Gaussian noise on motion-frame latents in training
+    cache_latents: bool = False  # VAE moments of every clip stored once (DATASET/latents), see latent_cache
 
 
 @dataclass(frozen=True)
