@@ -76,6 +76,7 @@ class TrainConfig:
     # scratch learns faster with "v_prediction" and a zero terminal SNR. Stage 1 fixes it for a run.
     prediction_type: str = "epsilon"
     zero_terminal_snr: bool = False
+    cache_latents: bool = False  # VAE moments of every clip stored once (DATASET/latents), see latent_cache
 
 
 @dataclass(frozen=True)

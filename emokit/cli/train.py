@@ -37,6 +37,13 @@ def train_command(
         float | None,
         typer.Option("--time-limit", help="Minutes; then the stage ends, finished at the step reached."),
     ] = None,
+    cache_latents: Annotated[
+        bool | None,
+        typer.Option(
+            "--cache-latents/--no-cache-latents",
+            help="Encode each clip's frames with the VAE once (DATASET/latents) instead of every step.",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     workers: Workers = None,
     config: ConfigFile = None,
@@ -61,6 +68,7 @@ def train_command(
         batch_size=batch_size,
         lr=lr,
         checkpoint_every=checkpoint_every,
+        cache_latents=cache_latents,
     )
     try:
         r = train(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,7 +215,7 @@ def face_mask(box: Sequence[float], crop_size: int, resolution: int) -> torch.Te
     return mask
 
 
-def _pixels(frames: np.ndarray) -> torch.Tensor:
+def pixels_of(frames: np.ndarray) -> torch.Tensor:
     """uint8 [n, h, w, 3] → float [n, 3, h, w] in [-1, 1] (the VAE's input range)."""
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
@@ -227,23 +227,36 @@ class _RowCache:
     shards written with small row groups make a sample read only its own clip.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, columns: Sequence[str] = tuple(_MEDIA_COLUMNS)) -> None:
         self.key: tuple[Path, int] | None = None
         self.table: pa.Table | None = None
+        self.columns = list(columns)  # a subset of _MEDIA_COLUMNS (cached latents: no video)
 
-    def get(self, clip: Clip) -> tuple[bytes, bytes | None]:
+    def get(self, clip: Clip) -> tuple[bytes | None, bytes | None]:
         key = (clip.shard, clip.row_group)
         if key != self.key or self.table is None:
             try:  # page checksums: a shard damaged on disk is a bad clip naming its file, not garbage
                 pf = pq.ParquetFile(clip.shard, page_checksum_verification=True)
-                self.table = pf.read_row_group(clip.row_group, columns=_MEDIA_COLUMNS)
+                self.table = pf.read_row_group(clip.row_group, columns=self.columns)
             except (OSError, pa.ArrowException) as e:
                 raise ClipError(f"{clip.shard}: corrupt row group {clip.row_group} ({e})") from None
             self.key = key
-        video = self.table.column("video_mp4")[clip.row].as_py()
-        if not video:
-            raise ClipError("no video_mp4 bytes")
-        return video, self.table.column("audio_embeddings")[clip.row].as_py()
+        video = None
+        if "video_mp4" in self.columns:
+            video = self.table.column("video_mp4")[clip.row].as_py()
+            if not video:
+                raise ClipError("no video_mp4 bytes")
+        audio = None
+        if "audio_embeddings" in self.columns:
+            audio = self.table.column("audio_embeddings")[clip.row].as_py()
+        return video, audio
+
+
+def clip_media(clip: Clip, audio: bool = True) -> tuple[bytes, bytes | None]:
+    """One clip's mp4 bytes (and audio token bytes when ``audio``), read from its shard."""
+    video, tokens = _RowCache(_MEDIA_COLUMNS if audio else ["video_mp4"]).get(clip)
+    assert video is not None  # the video column was asked for: get() raised if it is empty
+    return video, tokens
 
 
 class ClipDataset(Dataset):
@@ -254,6 +267,10 @@ class ClipDataset(Dataset):
     target frames that directly follow the n motion frames; audio and speed carry the clip's
     ±``audio_context``/``speed_context`` real neighbouring frames (the model's ±2-frame windows),
     repeated only past the clip's true ends. Pixels are in [-1, 1].
+
+    ``latents`` (a reader of cached VAE moments, e.g. ``partial(latent_cache.load_moments,
+    folder)``): samples carry "frames_moments", "reference_moments", "motion_moments"
+    ([.., 2C, h, w]) instead of the pixels, and no mp4 is read or decoded.
     """
 
     def __init__(
@@ -267,6 +284,7 @@ class ClipDataset(Dataset):
         audio_context: int = 2,
         speed_context: int = 2,
         decode_threads: int = 1,
+        latents: Callable[[Clip, Sequence[int]], torch.Tensor] | None = None,
     ) -> None:
         if not clips:
             raise DatasetError("no usable clips for this stage")
@@ -279,7 +297,9 @@ class ClipDataset(Dataset):
         self.audio_context, self.speed_context = audio_context, speed_context
         self.decode_threads = decode_threads
         self._perm: tuple[int, np.ndarray] | None = None
-        self._rows = _RowCache()
+        self.latents = latents
+        columns = ["audio_embeddings"] if latents is not None else _MEDIA_COLUMNS
+        self._rows = _RowCache(columns)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -304,22 +324,28 @@ class ClipDataset(Dataset):
         raise ClipError(f"{_MAX_RETRIES} clips in a row failed; last: {reasons[-1]}")
 
     def _sample(self, clip: Clip, rng: np.random.Generator) -> dict[str, torch.Tensor | str]:
-        video, audio = self._rows.get(clip)
         n, f, res = self.motion_frames, self.frames, self.resolution
+        cached = self.latents is not None
+        video, audio = (None, None) if cached and self.stage == 1 else self._rows.get(clip)
         start = int(rng.integers(0, clip.num_frames - (n + f) + 1))
         window = list(range(start, start + n + f))
         ref = int(rng.integers(clip.num_frames))
         if self.stage == 1 and clip.num_frames > 1:  # reference and target: two different frames
             ref = (start + 1 + int(rng.integers(clip.num_frames - 1))) % clip.num_frames
-        pixels = _pixels(decode_frames(video, [*window, ref], clip.fps, res, self.decode_threads))
+        if self.latents is not None:  # cached VAE moments, same frames: no mp4 decoded
+            pixels, suffix = self.latents(clip, [*window, ref]), "_moments"
+        else:
+            assert video is not None
+            pixels = pixels_of(decode_frames(video, [*window, ref], clip.fps, res, self.decode_threads))
+            suffix = ""
         sample: dict[str, torch.Tensor | str] = {
             "clip_id": clip.clip_id,
-            "frames": pixels[n : n + f],
-            "reference": pixels[-1],
+            "frames" + suffix: pixels[n : n + f],
+            "reference" + suffix: pixels[-1],
             "face_mask": face_mask(clip.face_mask_box, clip.size, res),
         }
         if self.stage > 1:
-            sample["motion"] = pixels[:n]
+            sample["motion" + suffix] = pixels[:n]
             a, v = self.audio_context, self.speed_context
             sample["audio"] = audio_tokens(audio, clip.audio_shape, start + n - a, f + 2 * a)
             rows = context_rows(start + n, f, v, len(clip.velocity))

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from emokit.models.stages import group_parameters
 from emokit.train import checkpoint as ckpt
 from emokit.train.dataset import ClipDataset, IndexSummary, StepBatches, index_clips
 from emokit.train.ema import EMA
+from emokit.train.latent_cache import build_cache, cache_root, load_moments
 from emokit.train.noise import load_scheduler, training_scheduler
 from emokit.train.loss import DiffusionLoss
 
@@ -157,6 +159,14 @@ def train(
     res = model.config.sample_size * model.config.vae_factor
     start = ckpt.read_info(resume)["step"] if resume else 0
     workers = _default_workers(acc) if workers is None else workers
+    latents = None
+    if cfg.cache_latents:  # each clip through the VAE once (resumable); steps sample from moments
+        if model.config.latent != "kl":
+            raise TrainError("cache_latents needs a KL-VAE preset; the pixel latent has nothing to cache")
+        model.vae.to(acc.device)
+        folder = build_cache(model, clips, res, cache_root(dataset), rank=rank, world=world, log=log)
+        acc.wait_for_everyone()
+        latents = partial(load_moments, folder)
     loader = DataLoader(
         ClipDataset(
             clips,
@@ -167,6 +177,7 @@ def train(
             cfg.seed,
             model.config.audio_window,
             model.config.speed_window,
+            latents=latents,
         ),
         batch_sampler=StepBatches(cfg.batch_size, start, rank, world),
         num_workers=workers,

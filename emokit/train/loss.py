@@ -13,6 +13,7 @@ from einops import rearrange
 from torch import nn
 
 from emokit.models import EMOModel
+from emokit.train.latent_cache import sample_latents
 from emokit.train.weighting import region_weights, weighted_mse
 
 __all__ = ["DiffusionLoss", "condition_drops"]
@@ -43,17 +44,14 @@ class DiffusionLoss(nn.Module):
         self.face_weight, self.mouth_weight, self.motion_noise = face_weight, mouth_weight, motion_noise
 
     def forward(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
-        model, device = self.model, batch["frames"].device
-        b, f = batch["frames"].shape[:2]
+        model, device = self.model, batch["face_mask"].device
+        b = batch["face_mask"].shape[0]
         with torch.no_grad():  # the VAE never trains; a latent sample, not the mean, as in SD
-            latents = model.encode(rearrange(batch["frames"], "b f c h w -> (b f) c h w"), gen)
-            latents = rearrange(latents, "(b f) c h w -> b f c h w", b=b)
-            ref_latents = model.encode(batch["reference"], gen)
+            latents = rearrange(self._encode(batch, "frames", gen), "(b f) c h w -> b f c h w", b=b)
+            ref_latents = self._encode(batch, "reference", gen)
             motion = None
-            if "motion" in batch:
-                n = batch["motion"].shape[1]
-                motion = model.encode(rearrange(batch["motion"], "b n c h w -> (b n) c h w"), gen)
-                motion = rearrange(motion, "(b n) c h w -> b n c h w", n=n)
+            if "motion" in batch or "motion_moments" in batch:
+                motion = rearrange(self._encode(batch, "motion", gen), "(b n) c h w -> b n c h w", b=b)
                 if self.motion_noise > 0:  # generated motion frames are never exact: train for it
                     jitter = torch.randn(motion.shape, generator=gen, device=device, dtype=motion.dtype)
                     motion = motion + self.motion_noise * jitter
@@ -96,6 +94,18 @@ class DiffusionLoss(nn.Module):
         if kind == "sample":  # x0 itself
             return latents
         raise ValueError(f"unsupported prediction_type {kind!r} (epsilon, v_prediction or sample)")
+
+    def _encode(self, batch: dict[str, torch.Tensor], key: str, gen: torch.Generator) -> torch.Tensor:
+        """Latents of ``batch[key]`` (pixels [b,(f),3,H,W]) flattened to [(b f),C,h,w], or sampled
+        from ``batch[key + "_moments"]`` (cached VAE moments, emokit.train.latent_cache): the
+        same generator draws either way."""
+        moments = batch.get(key + "_moments")
+        x = batch[key] if moments is None else moments
+        if x.ndim == 5:
+            x = rearrange(x, "b f c h w -> (b f) c h w")
+        if moments is None:
+            return self.model.encode(x, gen)
+        return sample_latents(x, gen, self.model.config.vae_scaling_factor)
 
 
 def condition_drops(
