@@ -275,9 +275,9 @@ def resample_poses(poses: np.ndarray, source: np.ndarray) -> np.ndarray:
     if new.all():
         return poses.copy()
     first = np.flatnonzero(new)
-    tau = source_times(source)[first]
     if len(first) < 2:
         return poses.copy()
+    tau = source_times(source)[first]
     known = poses[first]
     t = np.arange(f, dtype=np.float64)
     j = np.clip(np.searchsorted(tau, t, side="right") - 1, 0, len(first) - 2)

@@ -175,7 +175,9 @@ class Generator:
     ) -> Generator:
         """A generator around an in-memory model (benchmarks with random weights, notebooks);
         ``trained_stage``: the last EMO stage its weights went through (3: speed layers trained);
-        ``prediction_type``: what the model was trained to predict ("epsilon" or "v_prediction")."""
+        ``prediction_type``: what the model was trained to predict (emokit.train.noise.PREDICTION_TYPES)."""
+        if prediction_type not in PREDICTION_TYPES:
+            raise GenerateError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         dev = torch.device(device)
         self = cls.__new__(cls)
         self._setup(

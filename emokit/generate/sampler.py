@@ -1,7 +1,7 @@
 """DDIM sampling and classifier-free guidance as small pure functions over a denoiser callable.
 
 k-diffusion style: the sampler knows nothing about the model. A denoiser is any callable
-``(x, t) -> model output`` (eps or v, as the model was trained); guidance is a wrapper that turns
+``(x, t) -> model output`` (eps, v or x0, as the model was trained); guidance is a wrapper that turns
 a conditional model into such a callable. This keeps the maths testable against diffusers'
 ``DDIMScheduler`` without building a network.
 """
@@ -82,7 +82,7 @@ def ddim_step(
     a_prev = torch.as_tensor(alpha_prev, dtype=torch.float64)
     if x0 is None:
         x0 = (x - (1 - a_t).sqrt().to(x.dtype) * eps) / a_t.sqrt().to(x.dtype)
-    sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt() if eta > 0 else a_t * 0
+    sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
     direction = (1 - a_prev - sigma**2).clamp(min=0).sqrt().to(x.dtype) * eps
     out = a_prev.sqrt().to(x.dtype) * x0 + direction
     if eta > 0:
@@ -106,7 +106,7 @@ def ddim_sample(
 
     The step after the last timestep uses ``final_alpha_cumprod`` (1.0 = the clean sample, as
     diffusers' ``set_alpha_to_one=True``). ``eta > 0`` draws fresh noise from ``generator``.
-    ``prediction_type``: what the denoiser returns, "epsilon" or "v_prediction".
+    ``prediction_type``: what the denoiser returns, "epsilon", "v_prediction" or "sample" (x0).
     """
     ac = alphas_cumprod.detach().to("cpu", torch.float64)
     ts = [int(t) for t in timesteps]

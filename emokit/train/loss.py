@@ -1,5 +1,5 @@
 """The diffusion training objective of one batch: MSE on the scheduler's target (eps as in EMO,
-or v) with EMO's condition dropout.
+v, or x0) with EMO's condition dropout.
 
 Separate from the loop (emokit.train.loop) so benchmarks and tests can evaluate the exact loss a
 training step optimises without running one.
@@ -20,7 +20,7 @@ __all__ = ["DiffusionLoss", "condition_drops"]
 
 
 class DiffusionLoss(nn.Module):
-    """The loss of one batch against the scheduler's ``prediction_type`` target (eps or v). The
+    """The loss of one batch against the scheduler's ``prediction_type`` target (eps, v or x0). The
     whole step sits in one forward, so DDP syncs every trainable part (ReferenceNet included)
     however the model routes through it."""
 
