@@ -44,7 +44,8 @@ from emokit.data.faces import FaceBox
 from emokit.data.ingest import ingest
 from emokit.data.label import label
 from emokit.data.mouth import mouth_correlation, mouth_opening_series
-from emokit.data.wav2vec import AudioEncoder, save_tiny_wav2vec
+from emokit.data.logmel import LOGMEL
+from emokit.data.wav2vec import open_audio_encoder, save_tiny_wav2vec
 from emokit.evaluate.metrics import psnr, ssim
 from emokit.generate.generator import FPS, MUX_SR, Generator, Speech, load_run
 from emokit.generate.portrait import Portrait
@@ -61,16 +62,19 @@ RECIPE = ROOT / "pipelines" / "learn.toml"
 MOUTH_UPSCALE = 4
 
 
-def prepare(work: Path, video: Path, label_size: int) -> tuple[Path, Path]:
-    """Ingest + label ``video`` into ``work/dataset`` with a tiny random wav2vec (resumable)."""
-    w2v = work / "w2v"
-    if not w2v.exists():
-        save_tiny_wav2vec(w2v)
+def prepare(work: Path, video: Path, label_size: int, audio_model: str = LOGMEL) -> tuple[Path, str]:
+    """Ingest + label ``video`` into ``work/dataset`` (resumable) with ``audio_model``: logmel, or
+    ``random-wav2vec`` for a tiny random wav2vec (the features the first runs used)."""
+    if audio_model == "random-wav2vec":
+        w2v = work / "w2v"
+        if not w2v.exists():
+            save_tiny_wav2vec(w2v)
+        audio_model = str(w2v)
     dataset = work / "dataset"
     ingest([video], dataset, workers=1, progress=False)
-    cfg = dataclasses.replace(LabelConfig(), audio_model=str(w2v), size=label_size)
+    cfg = dataclasses.replace(LabelConfig(), audio_model=audio_model, size=label_size)
     label(dataset, cfg, workers=1, progress=False, audio_device="cpu")
-    return dataset, w2v
+    return dataset, audio_model
 
 
 def train_stages(
@@ -161,6 +165,7 @@ def main() -> None:
     ap.add_argument("--video", type=Path, default=VIDEO)
     ap.add_argument("--other-audio", type=Path, default=OTHER_AUDIO)
     ap.add_argument("--label-size", type=int, default=128)
+    ap.add_argument("--audio-model", default=LOGMEL, help="logmel (default) or random-wav2vec")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest on a busy 2-core box)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/emokit-bench-learn"))
     ap.add_argument("--run", type=Path, default=None, help="evaluate this trained run (skip training)")
@@ -174,7 +179,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
-    dataset, w2v = prepare(args.work, args.video, args.label_size)
+    dataset, w2v = prepare(args.work, args.video, args.label_size, args.audio_model)
     print(f"dataset ready in {time.perf_counter() - t0:.0f} s: {dataset}", flush=True)
     run = args.run or args.work / "run"
     stages = []
@@ -189,7 +194,7 @@ def main() -> None:
     real, portrait, clip_mp4 = clip_media(dataset, args.work, size)
     n = min(len(real), round(args.seconds * FPS))
     real = real[:n]
-    encoder = AudioEncoder(w2v, device="cpu")
+    encoder = open_audio_encoder(w2v, device="cpu")
     common = dict(
         frames=recipe.generate.frames,
         motion_frames=recipe.generate.motion_frames,

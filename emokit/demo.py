@@ -1,8 +1,9 @@
 """`make demo`: the whole pipeline on sample media, end to end, with a printed summary.
 
 Uses ../shared/data when present; otherwise builds a sample from installed packages and says so.
-No weights can be downloaded here: the audio model is a tiny RANDOM Wav2Vec2, and the diffusion
-model is a tiny one trained in the demo itself on one speaker's clip; the demo says both.
+No weights can be downloaded here: the dataset step labels with a tiny RANDOM Wav2Vec2 (the
+wav2vec path, tokens without meaning); the model the demo trains, on one speaker's clip, hears
+weight-free log-mel features instead (emokit.data.logmel, pipelines/learn.toml); the demo says so.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def main() -> None:
     print(TOY_MODEL, flush=True)
     speaker = out / "speaker"  # one clip of the first sample video: what the model learns
     emokit("ingest", str(videos[0]), "-o", str(speaker), "-q")
-    emokit("label", str(speaker), "--audio-model", str(w2v), "--size", "128", "-q")
+    print("The speaker's clip is labelled with --audio-model logmel: log-mel speech features, no weights.")
+    emokit("label", str(speaker), "--config", str(LEARN_RECIPE), "--size", "128", "-q")
     run = out / "run-tiny-face"
     for stage, minutes in zip((1, 2, 3), STAGE_MINUTES):
         emokit(
@@ -138,8 +140,6 @@ def main() -> None:
         str(LEARN_RECIPE),
         "-o",
         str(video),
-        "--audio-model",
-        str(w2v),
         "-q",
     )
 

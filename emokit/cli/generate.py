@@ -36,7 +36,10 @@ def generate_command(
     ] = None,
     audio_model: Annotated[
         str | None,
-        typer.Option("--audio-model", help="wav2vec2 hub id or local folder used for training."),
+        typer.Option(
+            "--audio-model",
+            help="The audio model the run was trained with: wav2vec2 hub id or local folder, or logmel.",
+        ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     dtype: Annotated[str | None, typer.Option("--dtype", help="auto, float32, float16 or bfloat16.")] = None,

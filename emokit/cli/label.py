@@ -32,7 +32,9 @@ def label_command(
     audio_model: Annotated[
         str | None,
         typer.Option(
-            "--audio-model", help="Wav2Vec2 hub id or local folder (default facebook/wav2vec2-base-960h)."
+            "--audio-model",
+            help="Wav2Vec2 hub id or local folder (default facebook/wav2vec2-base-960h), or logmel "
+            "(weight-free log-mel features: the CPU learn recipe).",
         ),
     ] = None,
     shard_size: Annotated[int | None, typer.Option("--shard-size", help="Clips per shard.")] = None,

@@ -64,6 +64,8 @@ def why_not(name: str, err: BaseException) -> str:
 def check_audio_model(model: str | Path) -> None:
     """Raise AudioModelError now for a model that surely cannot load; a pass is no guarantee
     (corrupt weights still fail at load time, with the same kind of error)."""
+    if str(model) == "logmel":  # emokit.data.logmel: signal processing, nothing to load
+        return
     reason = _problem(str(model))
     if reason:
         raise AudioModelError(

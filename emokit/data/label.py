@@ -102,7 +102,7 @@ class _AudioStage:
     def _load(self, device: str, threads: int):
         import torch
 
-        from emokit.data.wav2vec import AudioEncoder
+        from emokit.data.wav2vec import open_audio_encoder
 
         torch.set_num_threads(threads)
         if device == "auto":
@@ -110,7 +110,7 @@ class _AudioStage:
         elif device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--audio-device {device}: this torch build or machine has no CUDA")
         cfg = self.cfg
-        return AudioEncoder(
+        return open_audio_encoder(
             cfg.audio_model,
             layers=cfg.audio_layers,
             device=device,

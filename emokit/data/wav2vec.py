@@ -27,6 +27,7 @@ import torch
 from einops import rearrange
 
 from emokit.data.audio_model import HOW_TO_PROVIDE, PRECISIONS, AudioModelError, offline, why_not
+from emokit.data.logmel import LogMelEncoder, is_logmel
 from emokit.data.wav2vec_net import Wav2Vec2Config, Wav2Vec2Net, load_weights, resolve_files
 
 SAMPLE_RATE = 16000
@@ -335,4 +336,27 @@ def base_size_wav2vec(directory: str | Path) -> Path:
         dict(feat_extract_norm="group", conv_bias=False, do_stable_layer_norm=False),
         directory,
         "random weights with wav2vec2-base size: for timing only, tokens are meaningless",
+    )
+
+
+def open_audio_encoder(
+    model: str | Path,
+    layers: str | int | Sequence[int] = "all",
+    device: str | torch.device = "cpu",
+    chunk_s: float = 30.0,
+    overlap_s: float = 1.0,
+    precision: str = "fp32",
+) -> AudioEncoder | LogMelEncoder:
+    """The encoder an --audio-model value names: ``logmel`` (no weights) or a wav2vec model.
+
+    Label and generate both open it here, so a run is driven by the same features it learned from.
+    """
+    if is_logmel(model):
+        if str(layers) != "all":
+            raise ValueError(
+                f"--audio-layers {layers!r} applies to wav2vec models; logmel has 2 fixed layers"
+            )
+        return LogMelEncoder()
+    return AudioEncoder(
+        model, layers=layers, device=device, chunk_s=chunk_s, overlap_s=overlap_s, precision=precision
     )

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from emokit.config import GenerateConfig, LabelConfig
 from emokit.data.audio import load_audio
 from emokit.data.encode import Mp4Writer
-from emokit.data.wav2vec import SAMPLE_RATE, AudioEncoder, TokenStream
+from emokit.data.logmel import LogMelEncoder, LogMelStream
+from emokit.data.wav2vec import SAMPLE_RATE, AudioEncoder, TokenStream, open_audio_encoder
 from emokit.generate.portrait import Portrait, load_portrait
 from emokit.generate.sampler import Denoiser, cfg_denoiser, ddim_sample, ddim_timesteps
 from emokit.models import EMOModel, ReferenceFeatures
@@ -133,7 +134,7 @@ class Generator:
     ) -> None:
         dev = torch.device(device)
         model, scheduler = load_run(checkpoint_dir)
-        encoder = AudioEncoder(
+        encoder = open_audio_encoder(
             audio_model,
             layers=audio_layers,
             device=dev,
@@ -161,7 +162,7 @@ class Generator:
         cls,
         model: EMOModel,
         alphas_cumprod: torch.Tensor,
-        audio_encoder: AudioEncoder,
+        audio_encoder: AudioEncoder | LogMelEncoder,
         device: str | torch.device = "cpu",
         *,
         dtype: str = _GEN.dtype,
@@ -200,7 +201,7 @@ class Generator:
         self,
         model: EMOModel,
         alphas_cumprod: torch.Tensor,
-        encoder: AudioEncoder,
+        encoder: AudioEncoder | LogMelEncoder,
         device: torch.device,
         dtype: torch.dtype,
         frames: int,
@@ -430,7 +431,11 @@ def _to_pixels(image: np.ndarray, device: torch.device, dtype: torch.dtype) -> t
 
 
 def _clip_tokens(
-    tokens: np.ndarray | TokenStream, first: int, frames: int, context: int, device: torch.device
+    tokens: np.ndarray | TokenStream | LogMelStream,
+    first: int,
+    frames: int,
+    context: int,
+    device: torch.device,
 ) -> torch.Tensor:
     """[1, frames + 2·context, L, D] tokens of one clip with ±context real neighbouring frames;
     the first/last token repeats only before the audio starts or past its end."""
