@@ -128,10 +128,11 @@ def trimmed(path: Path, frames: int) -> Speech:
 
 
 def render(
-    gen: Generator, portrait: Portrait, speech: Speech, steps: int, cfg: float
+    gen: Generator, portrait: Portrait, speech: Speech, steps: int, cfg: float, guidance: str = "both"
 ) -> tuple[np.ndarray, float]:
     t = time.perf_counter()
-    frames = np.stack(list(gen.render(portrait, speech, steps=steps, cfg=cfg, seed=0, speed=None)))
+    run = gen.render(portrait, speech, steps=steps, cfg=cfg, seed=0, speed=None, guidance=guidance)
+    frames = np.stack(list(run))
     return frames, time.perf_counter() - t
 
 
@@ -161,6 +162,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0, help="length of the generated videos")
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the recipe's)")
     ap.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the recipe's)")
+    ap.add_argument("--guidance", default=None, help="both or audio: what CFG drops (default: the recipe's)")
     ap.add_argument("--recipe", type=Path, default=RECIPE)
     ap.add_argument("--video", type=Path, default=VIDEO)
     ap.add_argument("--other-audio", type=Path, default=OTHER_AUDIO)
@@ -175,7 +177,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     recipe = load_recipe(args.recipe)
     steps = args.steps or recipe.generate.steps
-    guidance = args.cfg or recipe.generate.cfg
+    scale = args.cfg or recipe.generate.cfg
+    drops = args.guidance or recipe.generate.guidance
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
@@ -209,10 +212,12 @@ def main() -> None:
 
     own, other = trimmed(clip_mp4, n), trimmed(args.other_audio, n)
     videos, seconds = {}, {}
-    videos["trained"], seconds["trained"] = render(trained, portrait, own, steps, guidance)
-    videos["untrained (a)"], seconds["untrained (a)"] = render(untrained, portrait, own, steps, guidance)
+    videos["trained"], seconds["trained"] = render(trained, portrait, own, steps, scale, drops)
+    videos["untrained (a)"], seconds["untrained (a)"] = render(untrained, portrait, own, steps, scale, drops)
     videos["still (b)"] = np.repeat(real[:1], n, axis=0)
-    videos["other audio (c)"], seconds["other audio (c)"] = render(trained, portrait, other, steps, guidance)
+    videos["other audio (c)"], seconds["other audio (c)"] = render(
+        trained, portrait, other, steps, scale, drops
+    )
     grid({"real": real, **videos}, args.work / "frames.png")
 
     real_mouth = mouth(real)
@@ -238,7 +243,7 @@ def main() -> None:
         "PSNR >= (a) + 10 dB": t["psnr_db"] >= a["psnr_db"] + 10,
         "last clip PSNR >= first - 1 dB": per_clip[-1] >= per_clip[0] - 1,
     }
-    print(f"\n{args.video.name}: {n} frames at {size} px, DDIM {steps} steps, cfg {guidance}")
+    print(f"\n{args.video.name}: {n} frames at {size} px, DDIM {steps} steps, cfg {scale} (drops {drops})")
     for s in stages:
         print(f"  stage {s['stage']}: {s['steps']} steps, {s['seconds']:.0f} s")
     print(

@@ -83,6 +83,7 @@ class TrainConfig:
 class GenerateConfig:
     steps: int = 40
     cfg: float = 3.5
+    guidance: str = "both"  # what the unconditional branch drops: "both" (reference + audio, EMO) or "audio"
     frames: int = 12
     motion_frames: int = 4
     size: int = 0  # output side in pixels; 0 = the checkpoint's training resolution (sd15: 512)

@@ -212,6 +212,41 @@ def test_cfg_one_runs_a_single_branch(generator, portraits, tmp_path, audio_dir)
     assert batches == [generator.frames] * 4
 
 
+@pytest.mark.parametrize("guidance", ["both", "audio"])
+def test_guidance_drops_what_it_names_in_the_unconditional_half(
+    generator, portraits, tmp_path, audio_dir, guidance
+):
+    speech = Speech.load(short_wav(audio_dir / "singing_6s_48k_24bit.wav", 0.3, tmp_path / "a.wav"))
+    seen: list[tuple[list[bool], list[bool]]] = []
+    forward = generator.model.forward
+
+    def spy(*args, drop_reference, drop_audio, **kw):
+        seen.append((drop_reference.tolist(), drop_audio.tolist()))
+        return forward(*args, drop_reference=drop_reference, drop_audio=drop_audio, **kw)
+
+    generator.model.forward = spy
+    try:
+        generator(
+            portraits / "woman_frontal.jpg",
+            speech,
+            tmp_path / "o.mp4",
+            steps=1,
+            cfg=3.0,
+            size=SIZE,
+            guidance=guidance,
+        )
+    finally:
+        del generator.model.forward
+    assert seen and all(audio == [False, True] for _, audio in seen)
+    assert all(ref == ([False, True] if guidance == "both" else [False, False]) for ref, _ in seen)
+    with pytest.raises(GenerateError, match="guidance must be one of"):
+        list(
+            generator.render(
+                load_portrait(portraits / "woman_frontal.jpg", size=SIZE), speech, guidance="ref"
+            )
+        )
+
+
 def test_audio_model_must_match_the_checkpoint(generator):
     from emokit.models import EMOConfig, EMOModel
 

@@ -23,6 +23,13 @@ def generate_command(
     cfg: Annotated[
         float | None, typer.Option("--cfg", help="Classifier-free guidance scale (1 = off).")
     ] = None,
+    guidance: Annotated[
+        str | None,
+        typer.Option(
+            "--guidance",
+            help="What CFG's unconditional branch drops: both (reference + audio, EMO) or audio.",
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Noise seed: same seed, same video.")] = None,
     speed: Annotated[
         float | None,
@@ -105,6 +112,7 @@ def generate_command(
             out,
             steps=steps or g.steps,
             cfg=g.cfg if cfg is None else cfg,
+            guidance=guidance or g.guidance,
             seed=g.seed if seed is None else seed,
             speed=g.speed if speed is None else speed,
         )

@@ -43,6 +43,7 @@ FPS = 30
 DECODE_PIXELS_CPU = 4 * 512 * 512  # pixels per VAE decode call: 4 frames at 512²
 DECODE_PIXELS_CUDA = 12 * 512 * 512  # a whole EMO clip at 512² in one call
 MUX_SR = 48000  # the muxed audio track: full-band, whatever rate the model listens at
+GUIDANCE = ("both", "audio")  # what the unconditional branch of classifier-free guidance drops
 _GEN = GenerateConfig()
 _LABEL = LabelConfig()
 
@@ -246,6 +247,7 @@ class Generator:
         seed: int = _GEN.seed,
         speed: float | None = _GEN.speed,
         size: int = _GEN.size,  # 0: native_size
+        guidance: str = _GEN.guidance,
     ) -> GenerationResult:
         """Render ``out_path`` (H.264 + AAC, 30 FPS, ceil(audio × 30) frames, the audio muxed).
 
@@ -265,7 +267,9 @@ class Generator:
                 min_confidence=_LABEL.min_face_confidence,
             )
         speech = audio if isinstance(audio, Speech) else Speech.load(audio)
-        frames = self.render(portrait, speech, steps=steps, cfg=cfg, seed=seed, speed=speed)
+        frames = self.render(
+            portrait, speech, steps=steps, cfg=cfg, seed=seed, speed=speed, guidance=guidance
+        )
         with Mp4Writer(
             out_path,
             fps=FPS,
@@ -301,13 +305,19 @@ class Generator:
         cfg: float = _GEN.cfg,
         seed: int = _GEN.seed,
         speed: float | None = _GEN.speed,
+        guidance: str = _GEN.guidance,
     ) -> Iterator[np.ndarray]:
         """The video's frames (RGB uint8 [size, size, 3]) one by one, exactly ``speech.frames``.
+
+        ``guidance``: what CFG's unconditional branch drops — "both" (reference and audio, as EMO)
+        or "audio" (the portrait kept: guidance then amplifies only what the audio changes).
 
         A generator: each clip is sampled when the consumer asks for its first frame, and only
         the current clip's latents and the motion frames are held.
         """
         self._check_settings(steps, cfg)
+        if guidance not in GUIDANCE:
+            raise GenerateError(f"guidance must be one of {GUIDANCE}, got {guidance!r}")
         size = portrait.size
         self._check_size(size)
         speed = speed if self.speed_trained else None  # untrained speed layers: no input at all
@@ -339,7 +349,8 @@ class Generator:
                     tokens, first, self.frames, self.model.config.audio_window, self.device
                 )
                 ref = self._clip_reference(portrait_ref, motion, k == 0)  # once per clip
-                denoise = cfg_denoiser(self._model_fn(ref, audio_clip, mask, speed_clip, cfg), cfg)
+                model_fn = self._model_fn(ref, audio_clip, mask, speed_clip, cfg, guidance == "both")
+                denoise = cfg_denoiser(model_fn, cfg)
                 x_T = torch.randn(1, self.frames, c, h, w, generator=noise_gen).to(self.device)
                 with tqdm(
                     total=steps,
@@ -394,8 +405,10 @@ class Generator:
         mask: torch.Tensor,
         speed: torch.Tensor | None,
         cfg: float,
+        drop_reference: bool = True,
     ):
-        """The EMO denoiser over a batch of 1 (conditional) or 2 (CFG: + unconditional) clips."""
+        """The EMO denoiser over a batch of 1 (conditional) or 2 (CFG: + unconditional) clips;
+        the unconditional rows drop the audio, and the reference too when ``drop_reference``."""
         doubled = ref.repeat(2) if cfg != 1.0 else ref  # cfg_denoiser sends 1 row when cfg = 1
 
         def model_fn(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
@@ -407,7 +420,7 @@ class Generator:
                 audio.expand(b, *audio.shape[1:]),
                 mask.expand(b, *mask.shape[1:]),
                 None if speed is None else speed.expand(b, -1),
-                drop_reference=drop,
+                drop_reference=drop if drop_reference else torch.zeros_like(drop),
                 drop_audio=drop,
             )
 
