@@ -128,10 +128,10 @@ def trimmed(path: Path, frames: int) -> Speech:
 
 
 def render(
-    gen: Generator, portrait: Portrait, speech: Speech, steps: int, cfg: float, guidance: str = "both"
+    gen: Generator, portrait: Portrait, speech: Speech, steps: int, cfg: float, guidance: str, seed: int
 ) -> tuple[np.ndarray, float]:
     t = time.perf_counter()
-    run = gen.render(portrait, speech, steps=steps, cfg=cfg, seed=0, speed=None, guidance=guidance)
+    run = gen.render(portrait, speech, steps=steps, cfg=cfg, seed=seed, speed=None, guidance=guidance)
     frames = np.stack(list(run))
     return frames, time.perf_counter() - t
 
@@ -167,6 +167,7 @@ def main() -> None:
     ap.add_argument("--video", type=Path, default=VIDEO)
     ap.add_argument("--other-audio", type=Path, default=OTHER_AUDIO)
     ap.add_argument("--label-size", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0, help="generation noise seed")
     ap.add_argument("--audio-model", default=LOGMEL, help="logmel (default) or random-wav2vec")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest on a busy 2-core box)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/emokit-bench-learn"))
@@ -212,11 +213,13 @@ def main() -> None:
 
     own, other = trimmed(clip_mp4, n), trimmed(args.other_audio, n)
     videos, seconds = {}, {}
-    videos["trained"], seconds["trained"] = render(trained, portrait, own, steps, scale, drops)
-    videos["untrained (a)"], seconds["untrained (a)"] = render(untrained, portrait, own, steps, scale, drops)
+    videos["trained"], seconds["trained"] = render(trained, portrait, own, steps, scale, drops, args.seed)
+    videos["untrained (a)"], seconds["untrained (a)"] = render(
+        untrained, portrait, own, steps, scale, drops, args.seed
+    )
     videos["still (b)"] = np.repeat(real[:1], n, axis=0)
     videos["other audio (c)"], seconds["other audio (c)"] = render(
-        trained, portrait, other, steps, scale, drops
+        trained, portrait, other, steps, scale, drops, args.seed
     )
     grid({"real": real, **videos}, args.work / "frames.png")
 
