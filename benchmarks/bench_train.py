@@ -36,10 +36,13 @@ from emokit.train.noise import training_scheduler
 PEAK_TFLOPS = 790.0  # bf16 8192³ matmuls measured on the lent H200 (datasheet: 989 dense)
 
 
-def synthetic_batch(model: EMOModel, b: int, f: int, n: int, res: int, device, stage: int = 2) -> dict:
+def synthetic_batch(
+    model: EMOModel, b: int, f: int, n: int, res: int, device, stage: int = 2, cached: bool = False
+) -> dict:
     """Random inputs of a training batch of ``stage`` (the data path is measured separately, see
     --dataset): stage 1 is one target frame + reference, stages 2-3 add motion frames, audio and
-    speed, as emokit.train.dataset.ClipDataset delivers them."""
+    speed, as emokit.train.dataset.ClipDataset delivers them; ``cached``: VAE moments in place of
+    the pixels, as with --cache-latents (no VAE encoder in the step)."""
     c = model.config
     g = torch.Generator().manual_seed(0)
 
@@ -50,15 +53,24 @@ def synthetic_batch(model: EMOModel, b: int, f: int, n: int, res: int, device, s
     mask[:, :, res // 4 : 3 * res // 4, res // 4 : 3 * res // 4] = 1
     if stage == 1:
         frame, reference = px(b, 1, 3, res, res), px(b, 3, res, res)
-        return {"frames": frame, "reference": reference, "face_mask": mask.to(device)}
-    return {
-        "frames": px(b, f, 3, res, res),
-        "motion": px(b, n, 3, res, res),
-        "reference": px(b, 3, res, res),
-        "audio": torch.randn(b, f, c.audio_layers, c.audio_dim, generator=g).to(device),
-        "speed": torch.rand(b, f, generator=g).to(device),
-        "face_mask": mask.to(device),
-    }
+        batch = {"frames": frame, "reference": reference, "face_mask": mask.to(device)}
+    else:
+        batch = {
+            "frames": px(b, f, 3, res, res),
+            "motion": px(b, n, 3, res, res),
+            "reference": px(b, 3, res, res),
+            "audio": torch.randn(b, f, c.audio_layers, c.audio_dim, generator=g).to(device),
+            "speed": torch.rand(b, f, generator=g).to(device),
+            "face_mask": mask.to(device),
+        }
+    if cached:  # moments (mean ‖ log-variance) [.., 2C, h, w] in place of the pixels
+        side = res // c.vae_factor
+        for key in ("frames", "motion", "reference"):
+            if key in batch:
+                lead = batch.pop(key).shape[:-3]
+                moments = torch.randn(*lead, 2 * c.latent_channels, side, side, generator=g)
+                batch[f"{key}_moments"] = moments.to(device)
+    return batch
 
 
 class TrainStep:
@@ -66,7 +78,16 @@ class TrainStep:
     builds them) on one synthetic batch of ``stage``: what every training figure here times."""
 
     def __init__(
-        self, model: EMOModel, stage: int, b: int, f: int, n: int, res: int, device, bf16: bool
+        self,
+        model: EMOModel,
+        stage: int,
+        b: int,
+        f: int,
+        n: int,
+        res: int,
+        device,
+        bf16: bool,
+        cached: bool = False,
     ) -> None:
         chosen = {id(p) for p in model.set_stage(stage)}
         named = [(k, p) for k, p in model.named_parameters() if id(p) in chosen]
@@ -75,7 +96,7 @@ class TrainStep:
         self.net = DiffusionLoss(model, training_scheduler(), stage=stage, cond_dropout=0.05).train()
         self.opt = torch.optim.AdamW(self.params, lr=1e-5)
         self.ema = EMA(named, 0.9999)
-        self.batch = synthetic_batch(model, b, f, n, res, self.device, stage)
+        self.batch = synthetic_batch(model, b, f, n, res, self.device, stage, cached)
         self.gen = torch.Generator(self.device)
 
     def __call__(self, i: int) -> float:

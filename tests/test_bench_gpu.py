@@ -44,6 +44,8 @@ def test_dry_run_records_every_figure(dry_run: dict) -> None:
             assert r["gradient_checkpointing"] is (ckpt == "ckpt_on")
             assert r["flops_per_step"] == pytest.approx(per_sample * r["batch"])
             assert r["mfu"] == pytest.approx(r["flops_per_step"] / r["step_s_median"] / 790e12, rel=1e-3)
+    cached = dry_run["train"]["stage2"]["cached_latents"]
+    assert cached["batch"] == dry_run["train"]["stage2"]["ckpt_on"]["batch"] and cached["step_s_median"] > 0
     # stage 1 is one frame per sample, stages 2-3 twelve (+ four motion frames through ReferenceNet)
     flops = {s: dry_run["train"][f"stage{s}"]["flops"]["flops_per_sample"] for s in (1, 2, 3)}
     assert flops[1] * 4 < flops[2] <= flops[3]

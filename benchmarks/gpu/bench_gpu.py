@@ -48,18 +48,13 @@ Dry run (tiny preset, CPU, a few steps; tests/test_bench_gpu.py runs it):
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.metadata
-import json
 import math
 import os
-import statistics
 import sys
 import tempfile
 import time
-import traceback
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +63,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench_train, bench_generate
+from gpu_report import tables  # noqa: E402
+from gpu_run import DRY, FULL, Run, Settings  # noqa: E402
+from gpu_train import training  # noqa: E402
 
 CARRY_LIMIT_MB = 64  # what one device call carries: working tree + carried folders
 WHEELS = ("diffusers", "av", "setuptools")  # missing from the device image (see the header)
@@ -83,104 +81,6 @@ def pinned_versions(constraints: Path) -> dict[str, str]:
             name, version = line.split("==", 1)
             pins[name.strip().lower().replace("_", "-")] = version.strip()
     return pins
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What one run measures: FULL on the H200, DRY (same code paths, tiny sizes) on a CPU."""
-
-    preset: str
-    device: str
-    bf16: bool
-    steps: int  # timed training steps
-    warmup: int
-    batch_caps: dict[int, int]  # stage → largest batch tried
-    gen_steps: tuple[int, ...]  # DDIM steps: EMO's first, then fewer
-    gen_clips: int  # timed clips per generation setting
-    flat_seconds: tuple[float, float]
-    workers: tuple[int, ...]
-    reader_samples: int
-    budget_s: float
-    part_s: float  # wall-clock cap of one training (stage, checkpointing) search
-    frames: int = 12
-    motion_frames: int = 4
-    cfg: float = 3.5
-    flat_steps: int = 1
-    peak_tflops: float = 790.0
-    stages: tuple[int, ...] = (2, 1, 3)  # stage 2 first: the figure the targets are about
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-FULL = Settings(
-    "sd15", "cuda", True, 5, 2, {1: 64, 2: 16, 3: 16}, (40, 20, 10), 2, (10, 60), (4, 8, 16), 48, 420, 30
-)
-DRY = Settings("tiny", "cpu", False, 2, 1, {1: 2, 2: 2, 3: 2}, (2, 1), 1, (1, 2), (0, 1), 3, 60, 60)
-
-
-class Budget:
-    """The run's wall-clock budget: parts ask it before starting."""
-
-    def __init__(self, seconds: float) -> None:
-        self.start, self.seconds = time.perf_counter(), seconds
-        self.deadline = self.start + seconds
-
-    def left(self) -> float:
-        return self.deadline - time.perf_counter()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
-def free_memory(model: torch.nn.Module | None = None) -> None:
-    """Drop leftovers of a part (gradients an OOM left behind, cached blocks)."""
-    if model is not None:
-        for p in model.parameters():
-            p.grad = None
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def one_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {' '.join(str(e).split())}"[:400]
-
-
-class Run:
-    """The results tree, the budget, and guarded parts that record their error and go on."""
-
-    def __init__(self, settings: Settings, out: Path) -> None:
-        self.s, self.out, self.budget = settings, out, Budget(settings.budget_s)
-        self.results: dict[str, Any] = {"complete": False, "settings": asdict(settings)}
-
-    def part(self, path: str, fn: Callable[[], dict], need_s: float = 0.0) -> dict | None:
-        *parents, leaf = path.split("/")
-        node = self.results
-        for k in parents:
-            node = node.setdefault(k, {})
-        if self.budget.left() < need_s:
-            node[leaf] = {"skipped": f"time budget: {self.budget.left():.0f} s left, needs ~{need_s:.0f} s"}
-            self.write()
-            return None
-        t = time.perf_counter()
-        try:
-            out = fn()
-        except Exception as e:  # an OOM or a missing wheel ends this part only
-            traceback.print_exc()
-            out = {"error": one_line(e)}
-        out["part_s"] = round(time.perf_counter() - t, 1)
-        node[leaf] = out
-        print(f"[{self.budget.elapsed():6.1f} s] {path}: {json.dumps(out)[:300]}", flush=True)
-        free_memory()
-        self.write()
-        return out
-
-    def write(self) -> None:
-        from emokit.data.atomic import atomic_path
-
-        self.results["elapsed_s"] = round(self.budget.elapsed(), 1)
-        self.out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.out / "bench_gpu.json") as tmp:
-            tmp.write_text(json.dumps(self.results, indent=1, default=str))
 
 
 def environment(s: Settings) -> dict:
@@ -202,131 +102,6 @@ def environment(s: Settings) -> dict:
 
     info["emokit"] = str(Path(emokit.__file__).parent)
     return info
-
-
-# ---- training ------------------------------------------------------------------------------
-def train_model(s: Settings) -> torch.nn.Module:
-    """The preset's EMOModel, initialised on the device (random init on the GPU takes seconds)."""
-    from emokit.models import EMOModel
-    from emokit.train.loop import PRESETS
-
-    torch.manual_seed(0)
-    with torch.device(s.device):
-        return EMOModel(PRESETS[s.preset]()).to(s.device)
-
-
-def try_batch(model, stage: int, b: int, s: Settings, res: int) -> dict:
-    """One step at batch ``b``: does it fit, how long, how much memory."""
-    from bench_train import TrainStep, peak_memory_gb
-
-    device = torch.device(s.device)
-    row: dict[str, Any] = {"batch": b, "fits": False}
-    try:
-        step = TrainStep(model, stage, b, s.frames, s.motion_frames, res, device, s.bf16)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        t = time.perf_counter()
-        step(1)
-        row.update(fits=True, first_step_s=round(time.perf_counter() - t, 4))
-        row["peak_memory_gb"] = round(peak_memory_gb(device), 3)
-    except torch.cuda.OutOfMemoryError as e:
-        row["error"] = one_line(e)[:120]
-    step = None
-    free_memory(model)
-    return row
-
-
-def train_figures(model, stage: int, ckpt: bool, s: Settings, res: int, flops_per_sample: float, run: Run):
-    """The largest batch that fits (doubling up to the cap, within ``part_s``), then its timing."""
-    from bench_train import TrainStep, peak_memory_gb
-
-    device = torch.device(s.device)
-    (model.enable_gradient_checkpointing if ckpt else model.disable_gradient_checkpointing)()
-    stop = min(time.perf_counter() + s.part_s, run.budget.deadline)
-    search, best, b = [], 0, 1
-    while b <= s.batch_caps[stage]:
-        row = try_batch(model, stage, b, s, res)
-        search.append(row)
-        if not row["fits"]:
-            break
-        best = b
-        # the next batch costs ~2× this step for the search and (steps + warmup) more to time
-        if time.perf_counter() + 2 * row["first_step_s"] * (2 + s.steps + s.warmup) > stop:
-            break
-        b *= 2
-    if not best:
-        return {"error": "batch 1 does not fit", "search": search}
-    step = TrainStep(model, stage, best, s.frames, s.motion_frames, res, device, s.bf16)
-    times = step.time(s.steps, s.warmup)
-    peak = peak_memory_gb(device)
-    trainable = sum(p.numel() for p in step.params)
-    step = None
-    free_memory(model)
-    med = statistics.median(times)
-    flops = flops_per_sample * best
-    return {
-        "stage": stage,
-        "gradient_checkpointing": ckpt,
-        "batch": best,
-        "batch_cap": s.batch_caps[stage],
-        "cap_reached": best == s.batch_caps[stage],
-        "frames": 1 if stage == 1 else s.frames,
-        "motion_frames": 0 if stage == 1 else s.motion_frames,
-        "resolution": res,
-        "step_s_median": round(med, 5),
-        "step_s_min": round(min(times), 5),
-        "step_s_max": round(max(times), 5),
-        "steps_timed": len(times),
-        "samples_per_s": round(best / med, 3),
-        "flops_per_step": flops,
-        "achieved_tflops": round(flops / med / 1e12, 3),
-        "mfu": round(flops / med / (s.peak_tflops * 1e12), 5),
-        "peak_memory_gb": round(peak, 3),
-        "params_trainable": trainable,
-        "search": search,
-    }
-
-
-def training(run: Run) -> None:
-    s = run.s
-    holder: dict[str, Any] = {}
-
-    def build() -> dict:
-        holder["model"] = model = train_model(s)
-        return {"params_total": sum(p.numel() for p in model.parameters())}
-
-    if run.part("train/model", build) is None or "model" not in holder:
-        return
-    model = holder["model"]
-    res = model.config.sample_size * model.config.vae_factor
-    for stage in s.stages:
-        key = f"train/stage{stage}"
-
-        def count(stage: int = stage) -> dict:
-            from bench_train import TrainStep
-
-            step = TrainStep(model, stage, 1, s.frames, s.motion_frames, res, torch.device(s.device), s.bf16)
-            flops, kind = step.count_flops()
-            return {"flops_per_sample": flops, "flops_kind": kind}
-
-        counted = run.part(f"{key}/flops", count, need_s=5)
-        free_memory(model)
-        per_sample = (counted or {}).get("flops_per_sample")
-        for ckpt in (True, False):
-            name = f"{key}/ckpt_{'on' if ckpt else 'off'}"
-            if per_sample is None:
-                run.part(name, lambda: {"error": "no FLOP count for this stage"})
-                continue
-            run.part(
-                name,
-                lambda stage=stage, ckpt=ckpt, f=per_sample: train_figures(
-                    model, stage, ckpt, s, res, f, run
-                ),
-                need_s=10,
-            )
-    holder.clear()
-    model = None
-    free_memory()
 
 
 # ---- generation ----------------------------------------------------------------------------
@@ -472,61 +247,6 @@ def reader_verdict(results: dict) -> None:
     if need and rates:
         rd["needed_samples_per_s"] = max(need)
         rd["reader_is_bottleneck"] = max(rates) < max(need)
-
-
-# ---- report --------------------------------------------------------------------------------
-def fmt(v: Any, spec: str = ".4g") -> str:
-    return "—" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
-
-
-def tables(results: dict) -> str:
-    """Every figure as markdown tables (what BENCHMARKS.md pastes)."""
-    cols = "stage | grad ckpt | batch (cap) | step s (median) | samples/s | TFLOP/step | TFLOP/s | MFU | GiB"
-    lines = [f"| {cols} |", "|---" * 9 + "|"]
-    for stage, parts in results.get("train", {}).items():
-        if not stage.startswith("stage"):
-            continue
-        for ck in ("ckpt_on", "ckpt_off"):
-            r = parts.get(ck, {})
-            why = r.get("error") or r.get("skipped")
-            if why:
-                lines.append(f"| {stage[5:]} | {ck[5:]} | {why} | | | | | | |")
-                continue
-            lines.append(
-                f"| {stage[5:]} | {ck[5:]} | {r['batch']} ({r['batch_cap']}) | {fmt(r['step_s_median'])} | "
-                f"{fmt(r['samples_per_s'])} | {fmt(r['flops_per_step'] / 1e12)} | "
-                f"{fmt(r['achieved_tflops'])} | "
-                f"{100 * r['mfu']:.2f} % | {fmt(r['peak_memory_gb'])} |"
-            )
-    lines += [
-        "",
-        "| generation | DDIM steps | CFG | frames | s/frame | peak GiB | MFU |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for part in ("generate", "flat_memory"):
-        for name, r in results.get(part, {}).items():
-            if not isinstance(r, dict) or name == "setup":
-                continue
-            if "s_per_frame" not in r:
-                lines.append(f"| {part}/{name} | {r.get('error') or r.get('skipped')} | | | | | |")
-                continue
-            mfu = f"{100 * r['mfu']:.2f} %" if "mfu" in r else "—"
-            lines.append(
-                f"| {part}/{name} ({r['audio_s']} s audio) | {r['steps']} | {r['cfg']} | {r['frames']} | "
-                f"{fmt(r['s_per_frame'])} | {fmt(r['peak_memory_gb'])} | {mfu} |"
-            )
-    flat = results.get("flat_memory", {})
-    if "long_over_short" in flat:
-        lines.append(f"\nflat memory: long / short peak = {flat['long_over_short']}")
-    rd = results.get("reader", {})
-    lines += ["", "| reader workers | stage-2 samples/s |", "|---|---|"]
-    for w, rate in rd.get("samples_per_s_by_workers", {}).items():
-        lines.append(f"| {w} | {fmt(rate)} |")
-    if "needed_samples_per_s" in rd:
-        lines.append(f"| needed by the stage-2 step | {fmt(rd['needed_samples_per_s'])} |")
-    elif "samples_per_s_by_workers" not in rd:
-        lines.append(f"| — | {rd.get('skipped') or rd.get('error')} |")
-    return "\n".join(lines)
 
 
 def main() -> None:
