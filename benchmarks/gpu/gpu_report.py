@@ -11,7 +11,7 @@ def fmt(v: Any, spec: str = ".4g") -> str:
 
 def tables(results: dict) -> str:
     """Every figure as markdown tables (what BENCHMARKS.md pastes)."""
-    cols = "stage | grad ckpt | batch (cap) | step s (median) | samples/s | TFLOP/step | TFLOP/s | MFU | GiB"
+    cols = "stage | ckpt | batch (cap, stop) | step s (median) | samples/s | TFLOP/step | TFLOP/s | MFU | GiB"
     lines = [f"| {cols} |", "|---" * 9 + "|"]
     for stage, parts in results.get("train", {}).items():
         if not stage.startswith("stage"):
@@ -23,11 +23,19 @@ def tables(results: dict) -> str:
                 lines.append(f"| {stage[5:]} | {ck[5:]} | {why} | | | | | | |")
                 continue
             lines.append(
-                f"| {stage[5:]} | {ck[5:]} | {r['batch']} ({r['batch_cap']}) | {fmt(r['step_s_median'])} | "
+                f"| {stage[5:]} | {ck[5:]} | {r['batch']} ({r['batch_cap']}, {r['search_stopped_by']}) | "
+                f"{fmt(r['step_s_median'])} | "
                 f"{fmt(r['samples_per_s'])} | {fmt(r['flops_per_step'] / 1e12)} | "
                 f"{fmt(r['achieved_tflops'])} | "
                 f"{100 * r['mfu']:.2f} % | {fmt(r['peak_memory_gb'])} |"
             )
+    cached = results.get("train", {}).get("stage2", {}).get("cached_latents", {})
+    if "speedup_vs_pixels" in cached:
+        lines.append(
+            f"| 2, cached latents | on | {cached['batch']} | {fmt(cached['step_s_median'])} | "
+            f"{fmt(cached['samples_per_s'])} | ×{cached['speedup_vs_pixels']} vs pixels | | | "
+            f"{fmt(cached['peak_memory_gb'])} |"
+        )
     lines += [
         "",
         "| generation | DDIM steps | CFG | frames | s/frame | peak GiB | MFU |",

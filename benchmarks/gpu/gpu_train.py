@@ -49,15 +49,18 @@ def train_figures(model, stage: int, ckpt: bool, s: Settings, res: int, flops_pe
     device = torch.device(s.device)
     (model.enable_gradient_checkpointing if ckpt else model.disable_gradient_checkpointing)()
     stop = min(time.perf_counter() + s.part_s, run.budget.deadline)
-    search, best, b = [], 0, 1
+    search, best, b, stopped = [], 0, 1, "cap"
     while b <= s.batch_caps[stage]:
         row = try_batch(model, stage, b, s, res)
         search.append(row)
         if not row["fits"]:
+            stopped = "oom"
             break
         best = b
         # the next batch costs ~2× this step for the search and (steps + warmup) more to time
-        if time.perf_counter() + 2 * row["first_step_s"] * (2 + s.steps + s.warmup) > stop:
+        next_s = 2 * row["first_step_s"] * (2 + s.steps + s.warmup)
+        if b < s.batch_caps[stage] and time.perf_counter() + next_s > stop:
+            stopped = "time"  # a larger batch may fit: the figure is a lower bound of the best
             break
         b *= 2
     if not best:
@@ -75,7 +78,7 @@ def train_figures(model, stage: int, ckpt: bool, s: Settings, res: int, flops_pe
         "gradient_checkpointing": ckpt,
         "batch": best,
         "batch_cap": s.batch_caps[stage],
-        "cap_reached": best == s.batch_caps[stage],
+        "search_stopped_by": stopped,  # cap, oom (best is the largest that fits) or time
         "frames": 1 if stage == 1 else s.frames,
         "motion_frames": 0 if stage == 1 else s.motion_frames,
         "resolution": res,
