@@ -4,10 +4,12 @@ sd15 preset at 512², bf16, random weights (same cost as trained ones). Prints m
 every figure and writes them as JSON to ``--out``/bench_gpu.json (rewritten atomically after each
 part, so a run stopped by the device's time limit still leaves the parts it finished):
 - training, stages 1, 2 (f = 12 + n = 4) and 3, gradient checkpointing on and off: the largest
-  batch that fits (doubling from 1 up to a cap), its step time (median of --steps after
+  batch that fits (doubling from 1 up to a cap; `search_stopped_by` says whether the cap, an OOM
+  or the time left ended the search), its step time (median of --steps after
   --warmup), samples/s, model FLOPs per step (FlopCounterMode on a batch-1 step without
   checkpointing, × batch: no recomputation counted), MFU against 790 TFLOP/s (bf16 8192³
   matmuls measured on this H200; the datasheet says 989), peak memory (max_memory_allocated);
+  and the stage-2 step on cached VAE latents (--cache-latents) against it at the same batch;
 - generation at EMO's settings (40 DDIM steps, CFG 3.5, 12 frames + 4 motion frames) and at
   fewer DDIM steps (emokit's only sampler is DDIM; fewer steps is its faster setting): s/frame,
   peak memory, MFU;
@@ -25,15 +27,20 @@ MediaPipe), everything else it needs travels with the working tree:
 
 1. Here (network to PyPI, ../shared/data beside the checkout), once:
        PYTHONPATH=. .venv/bin/python benchmarks/gpu/prepare.py
-   writes .whl/ (the wheels below, 40.1 MiB) and .bench/ (portrait, 60 s speech, reader shards;
-   ~10 MiB), both git-ignored. Wheels (versions from constraints.txt; everything else that
-   emokit.train / emokit.generate import is in the device image: accelerate, einops,
+   writes .whl/ (the wheels below, 41.0 MiB) and .bench/ (portrait, 60 s speech, reader shards:
+   7.1 MiB; with the ~1.5 MiB tree 49.6 MiB of the 64 a call carries), both git-ignored.
+   Wheels (versions from constraints.txt; everything else that emokit.train / emokit.generate
+   import is in the device image: accelerate, einops,
    safetensors, huggingface_hub 1.33 (diffusers needs >= 1.32), numpy, pyarrow, scipy, pillow,
    opencv-python-headless, tqdm, transformers):
        diffusers==0.42.1   diffusers-0.42.1-py3-none-any.whl                   6.1 MiB
        av==18.1.0          av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl     34.1 MiB (abi3: 3.12 ok)
        setuptools==84.2.1  setuptools-84.2.1-py3-none-any.whl  0.8 MiB (builds emokit: needs >= 77)
    importlib_metadata is not needed (diffusers uses importlib.metadata on Python >= 3.8).
+   Not verified on the device (none was lent when this was written): diffusers' quantizers import
+   transformers when it is installed, and the image has 5.17 (the lock: 5.24.0). device.sh checks
+   `import emokit.train, emokit.generate` before the benchmark; if that fails there, add
+   transformers==5.24.0 to WHEELS (12.9 MiB: wheels + media then ~61 MiB of the 64).
 2. One device call: command `bash benchmarks/gpu/device.sh`, carry [".whl", ".bench"], timeout_s
    600. device.sh installs the carried wheels, then emokit from the carried tree, both
    `pip install --no-index --no-deps --target /tmp/site` (PYTHONPATH=/tmp/site), checks that
