@@ -249,7 +249,9 @@ def reader_verdict(results: dict) -> None:
     """The stage-2 rate the reader must feed (the faster of checkpointing on/off) vs its best."""
     rd = results.get("reader", {})
     stage2 = results.get("train", {}).get("stage2", {})
-    need = [r["samples_per_s"] for r in stage2.values() if isinstance(r, dict) and "samples_per_s" in r]
+    # the pixel steps only: with cached latents the reader decodes no video
+    pixel = [stage2.get(k, {}) for k in ("ckpt_on", "ckpt_off")]
+    need = [r["samples_per_s"] for r in pixel if "samples_per_s" in r]
     rates = [v for v in rd.get("samples_per_s_by_workers", {}).values() if v is not None]
     if need and rates:
         rd["needed_samples_per_s"] = max(need)
