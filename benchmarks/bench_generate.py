@@ -166,10 +166,13 @@ def measure(
     peak_tflops: float = PEAK_TFLOPS,
     out_mp4: Path | None = None,
     deadline: float | None = None,
+    reset_rss: bool = False,
 ) -> dict:
     """Time one generation after a one-clip warm-up: the whole call into ``out_mp4`` (portrait to
     mp4), or with ``clips`` (or no ``out_mp4``) the frames of the first ``clips`` clips (0: all)
-    without the mp4; ``deadline`` (perf_counter seconds) stops a frames-only run early."""
+    without the mp4; ``deadline`` (perf_counter seconds) stops a frames-only run early;
+    ``reset_rss``: peak RSS from after the warm-up (several runs in one process), not the
+    process's whole life (model building included) as --compare-audio's fresh processes report."""
     device = gen.device
     # Warm-up (kernel selection, allocator) on one clip, not timed.
     warm = Speech(speech.wav16k[: gen.frames * 16000 // FPS], speech.mux, gen.frames / FPS, gen.frames)
@@ -178,7 +181,7 @@ def measure(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    rss_reset = reset_peak_rss()
+    rss_reset = reset_rss and reset_peak_rss()
     encoder = gen.encoder
     if tokens_up_front:  # the pre-streaming path: every token of the track at the start
         gen.encoder = _Precomputed(encoder(speech.wav16k, speech.frames), encoder.num_layers, encoder.dim)

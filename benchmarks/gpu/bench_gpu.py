@@ -174,6 +174,7 @@ def generation(run: Run, media: Path, work: Path) -> dict:
                     count_flops=True,
                     peak_tflops=s.peak_tflops,
                     deadline=run.budget.deadline,
+                    reset_rss=True,
                 )
             ),
             need_s=10,
@@ -202,6 +203,7 @@ def flat_memory(run: Run, ctx: dict) -> None:
                     s.flat_steps,
                     s.cfg,
                     deadline=run.budget.deadline,
+                    reset_rss=True,
                 )
             ),
             need_s=15,
