@@ -8,7 +8,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,10 @@ class Settings:
     flat_steps: int = 1
     peak_tflops: float = 790.0
     stages: tuple[int, ...] = (2, 1, 3)  # stage 2 first: the figure the targets are about
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 FULL = Settings(
-    "sd15", "cuda", True, 5, 2, {1: 64, 2: 16, 3: 16}, (40, 20, 10), 2, (10, 60), (4, 8, 16), 48, 420, 30
+    "sd15", "cuda", True, 5, 2, {1: 64, 2: 16, 3: 16}, (40, 20, 10), 2, (10, 60), (4, 8, 16), 48, 420, 20
 )
 DRY = Settings("tiny", "cpu", False, 2, 1, {1: 2, 2: 2, 3: 2}, (2, 1), 1, (1, 2), (0, 1), 3, 60, 60)
 
