@@ -9,7 +9,8 @@ model too (tiny for `tiny`, wav2vec2-base size for `sd15`): same cost as trained
 timed run is the whole call: portrait crop, wav2vec over the audio, clip after clip of DDIM +
 CFG, VAE decode, H.264/AAC encode. Reports seconds per frame, frames/s, peak memory (RSS on CPU,
 torch.cuda.max_memory_allocated on GPU) and, on GPU, MFU = model FLOPs (FlopCounterMode over one
-clip, scaled by the clip count) / wall time / --peak-tflops (989 = H200/H100 bf16 dense).
+clip, scaled by the clip count) / wall time / --peak-tflops (790 = bf16 8192³ matmuls measured
+on the lent H200; 989 is the H100/H200 datasheet's dense bf16).
 --compare-audio runs the 8 s and the 60 s speech files in fresh processes and prints the ratio
 of their peak memory (flat in audio length is the target); --compare-long does the same for 10 s
 and 10 min (the 60 s file cut or repeated to length with --audio-seconds).
@@ -42,6 +43,7 @@ AUDIO = {
     "60s": SHARED / "audio" / "speech_60s_16k_mono.wav",
 }
 PORTRAIT = SHARED / "portraits" / "woman_frontal.jpg"
+PEAK_TFLOPS = 790.0  # bf16 8192³ matmuls measured on the lent H200 (datasheet: 989 dense)
 
 
 def build(
@@ -126,54 +128,104 @@ def _run_in(args: argparse.Namespace, work: Path) -> dict:
     speech = Speech.load(args.audio)
     if args.audio_seconds:
         speech = fit_length(speech, args.audio_seconds)
+    r = measure(
+        gen,
+        portrait,
+        speech,
+        args.steps,
+        args.cfg,
+        clips=args.clips,
+        tokens_up_front=args.tokens_up_front,
+        count_flops=device.type == "cuda" and not args.no_flops,
+        peak_tflops=args.peak_tflops,
+        out_mp4=work / "out.mp4",
+    )
+    return {"preset": args.preset, "audio": Path(args.audio).name, "w2v": args.w2v, **r}
+
+
+def reset_peak_rss() -> bool:
+    """Start the process's peak RSS afresh (Linux: "5" to clear_refs resets VmHWM), so two runs
+    in one process compare; False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(
+    gen: Generator,
+    portrait,
+    speech: Speech,
+    steps: int,
+    cfg: float,
+    *,
+    clips: int = 0,
+    tokens_up_front: bool = False,
+    count_flops: bool = False,
+    peak_tflops: float = PEAK_TFLOPS,
+    out_mp4: Path | None = None,
+    deadline: float | None = None,
+    reset_rss: bool = False,
+) -> dict:
+    """Time one generation after a one-clip warm-up: the whole call into ``out_mp4`` (portrait to
+    mp4), or with ``clips`` (or no ``out_mp4``) the frames of the first ``clips`` clips (0: all)
+    without the mp4; ``deadline`` (perf_counter seconds) stops a frames-only run early;
+    ``reset_rss``: peak RSS from after the warm-up (several runs in one process), not the
+    process's whole life (model building included) as --compare-audio's fresh processes report."""
+    device = gen.device
     # Warm-up (kernel selection, allocator) on one clip, not timed.
     warm = Speech(speech.wav16k[: gen.frames * 16000 // FPS], speech.mux, gen.frames / FPS, gen.frames)
-    for _ in gen.render(portrait, warm, steps=min(args.steps, 2), cfg=args.cfg):
+    for _ in gen.render(portrait, warm, steps=min(steps, 2), cfg=cfg):
         pass
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    if args.tokens_up_front:  # the pre-streaming path: every token of the track at the start
-        encoder = gen.encoder
+    rss_reset = reset_rss and reset_peak_rss()
+    encoder = gen.encoder
+    if tokens_up_front:  # the pre-streaming path: every token of the track at the start
         gen.encoder = _Precomputed(encoder(speech.wav16k, speech.frames), encoder.num_layers, encoder.dim)
     t = time.perf_counter()
-    if args.clips:  # the first clips only (memory of long audio without rendering all of it)
-        frames = 0
-        for _ in gen.render(portrait, speech, steps=args.steps, cfg=args.cfg, seed=0):
-            frames += 1
-            if frames == args.clips * gen.frames:
-                break
-        r = argparse.Namespace(audio_seconds=speech.seconds, frames=frames, clips=args.clips)
-    else:
-        r = gen(portrait, speech, work / "out.mp4", steps=args.steps, cfg=args.cfg, seed=0)
+    try:
+        if clips or out_mp4 is None:  # frames only (memory of long audio without the encoder)
+            frames = 0
+            for _ in gen.render(portrait, speech, steps=steps, cfg=cfg, seed=0):
+                frames += 1
+                if frames == clips * gen.frames or (deadline is not None and time.perf_counter() > deadline):
+                    break
+            r = argparse.Namespace(
+                audio_seconds=speech.seconds, frames=frames, clips=-(-frames // gen.frames)
+            )
+        else:
+            r = gen(portrait, speech, out_mp4, steps=steps, cfg=cfg, seed=0)
+    finally:
+        gen.encoder = encoder
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t
     result = {
-        "preset": args.preset,
         "device": str(device),
         "dtype": str(gen.dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
-        "size": args.size,
-        "steps": args.steps,
-        "cfg": args.cfg,
+        "size": portrait.size,
+        "steps": steps,
+        "cfg": cfg,
         "frames_per_clip": gen.frames,
-        "audio": Path(args.audio).name,
-        "w2v": args.w2v,
-        "tokens": "up-front" if args.tokens_up_front else "streamed",
+        "tokens": "up-front" if tokens_up_front else "streamed",
         "audio_s": round(r.audio_seconds, 2),
         "frames": r.frames,
         "clips": r.clips,
         "seconds": round(seconds, 3),
         "s_per_frame": round(seconds / r.frames, 4),
         "frames_per_s": round(r.frames / seconds, 3),
+        "peak_rss_since_warmup": rss_reset,
         **{k: round(v, 3) for k, v in peak_memory_gb(device).items()},
     }
-    if device.type == "cuda" and not args.no_flops:
-        flops = clip_flops(gen, portrait, speech, args.steps, args.cfg) * r.clips
+    if count_flops:
+        flops = clip_flops(gen, portrait, speech, steps, cfg) * r.clips
         result["tflops_total"] = round(flops / 1e12, 2)
         result["achieved_tflops"] = round(flops / seconds / 1e12, 2)
-        result["mfu"] = round(flops / seconds / (args.peak_tflops * 1e12), 4)
+        result["mfu"] = round(flops / seconds / (peak_tflops * 1e12), 4)
     return result
 
 
@@ -236,7 +288,7 @@ def main() -> None:
     ap.add_argument("--audio", default=str(AUDIO["8s"]))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="auto", help="auto = bfloat16 on CUDA, float32 on CPU")
-    ap.add_argument("--peak-tflops", type=float, default=989.0, help="GPU peak (H200 bf16 dense)")
+    ap.add_argument("--peak-tflops", type=float, default=PEAK_TFLOPS, help="GPU peak (H200 bf16, measured)")
     ap.add_argument("--compare-audio", action="store_true", help="8 s vs 60 s peak memory")
     ap.add_argument("--compare-long", action="store_true", help="10 s vs 10 min peak memory")
     ap.add_argument("--audio-seconds", type=float, default=0.0, help="cut or repeat the audio to this length")

@@ -9,7 +9,7 @@ f + n + 1 frames, ReferenceNet on reference + motion frames, backbone with tempo
 layers, backward, optimizer. bf16 autocast and gradient checkpointing on CUDA unless disabled.
 FLOPs come from torch.utils.flop_counter.FlopCounterMode on one step without gradient
 checkpointing (model FLOPs: recomputation is not useful work); MFU = FLOPs / median step time /
---peak-tflops (989 = H200 bf16 dense).
+--peak-tflops (790 = bf16 8192³ matmuls measured on the lent H200; 989 is the datasheet's).
 """
 
 from __future__ import annotations
@@ -33,8 +33,16 @@ from emokit.train.loss import DiffusionLoss
 from emokit.train.noise import training_scheduler
 
 
-def synthetic_batch(model: EMOModel, b: int, f: int, n: int, res: int, device) -> dict:
-    """Random inputs of a stage-2 batch (the data path is measured separately, see --dataset)."""
+PEAK_TFLOPS = 790.0  # bf16 8192³ matmuls measured on the lent H200 (datasheet: 989 dense)
+
+
+def synthetic_batch(
+    model: EMOModel, b: int, f: int, n: int, res: int, device, stage: int = 2, cached: bool = False
+) -> dict:
+    """Random inputs of a training batch of ``stage`` (the data path is measured separately, see
+    --dataset): stage 1 is one target frame + reference, stages 2-3 add motion frames, audio and
+    speed, as emokit.train.dataset.ClipDataset delivers them; ``cached``: VAE moments in place of
+    the pixels, as with --cache-latents (no VAE encoder in the step)."""
     c = model.config
     g = torch.Generator().manual_seed(0)
 
@@ -43,14 +51,102 @@ def synthetic_batch(model: EMOModel, b: int, f: int, n: int, res: int, device) -
 
     mask = torch.zeros(b, 1, res, res)
     mask[:, :, res // 4 : 3 * res // 4, res // 4 : 3 * res // 4] = 1
-    return {
-        "frames": px(b, f, 3, res, res),
-        "motion": px(b, n, 3, res, res),
-        "reference": px(b, 3, res, res),
-        "audio": torch.randn(b, f, c.audio_layers, c.audio_dim, generator=g).to(device),
-        "speed": torch.rand(b, f, generator=g).to(device),
-        "face_mask": mask.to(device),
-    }
+    if stage == 1:
+        frame, reference = px(b, 1, 3, res, res), px(b, 3, res, res)
+        batch = {"frames": frame, "reference": reference, "face_mask": mask.to(device)}
+    else:
+        batch = {
+            "frames": px(b, f, 3, res, res),
+            "motion": px(b, n, 3, res, res),
+            "reference": px(b, 3, res, res),
+            "audio": torch.randn(b, f, c.audio_layers, c.audio_dim, generator=g).to(device),
+            "speed": torch.rand(b, f, generator=g).to(device),
+            "face_mask": mask.to(device),
+        }
+    if cached:  # moments (mean ‖ log-variance) [.., 2C, h, w] in place of the pixels
+        side = res // c.vae_factor
+        for key in ("frames", "motion", "reference"):
+            if key in batch:
+                lead = batch.pop(key).shape[:-3]
+                moments = torch.randn(*lead, 2 * c.latent_channels, side, side, generator=g)
+                batch[f"{key}_moments"] = moments.to(device)
+    return batch
+
+
+class TrainStep:
+    """The trainer's own step (DiffusionLoss + grad clip + AdamW + EMA, as emokit.train.loop
+    builds them) on one synthetic batch of ``stage``: what every training figure here times."""
+
+    def __init__(
+        self,
+        model: EMOModel,
+        stage: int,
+        b: int,
+        f: int,
+        n: int,
+        res: int,
+        device,
+        bf16: bool,
+        cached: bool = False,
+    ) -> None:
+        chosen = {id(p) for p in model.set_stage(stage)}
+        named = [(k, p) for k, p in model.named_parameters() if id(p) in chosen]
+        self.model, self.device, self.bf16, self.batch_size = model, torch.device(device), bf16, b
+        self.params = [p for _, p in named]
+        self.net = DiffusionLoss(model, training_scheduler(), stage=stage, cond_dropout=0.05).train()
+        self.opt = torch.optim.AdamW(self.params, lr=1e-5)
+        self.ema = EMA(named, 0.9999)
+        self.batch = synthetic_batch(model, b, f, n, res, self.device, stage, cached)
+        self.gen = torch.Generator(self.device)
+
+    def __call__(self, i: int) -> float:
+        self.gen.manual_seed(step_seed(0, i, 0))
+        autocast = torch.autocast("cuda", torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with autocast:
+            loss = self.net(self.batch, self.gen)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update()
+        return loss.item()  # syncs the device: the step is done
+
+    def count_flops(self) -> tuple[float, str]:
+        """FLOPs of one step without gradient checkpointing (model FLOPs: recomputation is not
+        useful work), or with it where the step does not fit otherwise (said in the label)."""
+        checkpointing = self.model.temporal.gradient_checkpointing
+        self.model.disable_gradient_checkpointing()
+        counter, what = FlopCounterMode(display=False), "model FLOPs"
+        try:
+            with counter:
+                self(0)
+        except torch.cuda.OutOfMemoryError:  # no room without checkpointing: count with recompute
+            self.opt.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            self.model.enable_gradient_checkpointing()
+            counter, what = FlopCounterMode(display=False), "FLOPs incl. checkpoint recompute"
+            with counter:
+                self(0)
+        finally:
+            if checkpointing:
+                self.model.enable_gradient_checkpointing()
+            else:
+                self.model.disable_gradient_checkpointing()
+        return float(counter.get_total_flops()), what
+
+    def time(self, steps: int, warmup: int) -> list[float]:
+        """Seconds of each of ``steps`` steps after ``warmup`` untimed ones; peak memory counts
+        from here (read it with ``peak_memory_gb``)."""
+        for i in range(warmup):
+            self(i + 1)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        times = []
+        for i in range(steps):
+            t = time.perf_counter()
+            self(warmup + i + 1)
+            times.append(time.perf_counter() - t)
+        return times
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -93,7 +189,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--no-bf16", action="store_true", help="fp32 on CUDA too")
     ap.add_argument("--no-grad-ckpt", action="store_true", help="no gradient checkpointing")
-    ap.add_argument("--peak-tflops", type=float, default=989.0, help="device peak (H200 bf16 dense)")
+    ap.add_argument("--peak-tflops", type=float, default=PEAK_TFLOPS, help="device peak (H200 bf16)")
     ap.add_argument("--dataset", type=Path, help="also measure the DataLoader on these shards")
     ap.add_argument("--workers", type=int, default=4)
     args = ap.parse_args()
@@ -104,51 +200,15 @@ def main() -> None:
     model = EMOModel(config).to(device)
     res = args.resolution or config.sample_size * config.vae_factor
     b, f, n = args.batch_size, args.frames, args.motion_frames
-    chosen = {id(p) for p in model.set_stage(2)}
-    named = [(k, p) for k, p in model.named_parameters() if id(p) in chosen]
-    params = [p for _, p in named]
     bf16 = device.type == "cuda" and not args.no_bf16
     ckpt = device.type == "cuda" and not args.no_grad_ckpt
-    net = DiffusionLoss(model, training_scheduler(), stage=2, cond_dropout=0.05).train()
-    opt = torch.optim.AdamW(params, lr=1e-5)
-    ema = EMA(named, 0.9999)
-    batch = synthetic_batch(model, b, f, n, res, device)
-    gen = torch.Generator(device)
-
-    def step(i: int) -> float:
-        gen.manual_seed(step_seed(0, i, 0))
-        autocast = torch.autocast("cuda", torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with autocast:
-            loss = net(batch, gen)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update()
-        return loss.item()  # syncs the device: the step is done
-
-    counter, what = FlopCounterMode(display=False), "model FLOPs"
-    try:
-        with counter:
-            step(0)
-    except torch.cuda.OutOfMemoryError:  # no room without checkpointing: count with recompute
-        opt.zero_grad(set_to_none=True)
-        torch.cuda.empty_cache()
-        model.enable_gradient_checkpointing()
-        counter, what = FlopCounterMode(display=False), "FLOPs incl. checkpoint recompute"
-        with counter:
-            step(0)
-    flops = counter.get_total_flops()
+    step = TrainStep(model, 2, b, f, n, res, device, bf16)
+    params = step.params
+    flops, what = step.count_flops()
     if ckpt:
         model.enable_gradient_checkpointing()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for i in range(args.warmup + args.steps):
-        t = time.perf_counter()
-        step(i + 1)
-        times.append(time.perf_counter() - t)
-    med = statistics.median(times[args.warmup :])
+    times = step.time(args.steps, args.warmup)
+    med = statistics.median(times)
     trainable = sum(p.numel() for p in params)
     total = sum(p.numel() for p in model.parameters())
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -164,7 +224,7 @@ def main() -> None:
     print(f"  params {total / 1e6:.1f}M, trainable {trainable / 1e6:.1f}M")
     print(
         f"  step time median {med * 1000:.1f} ms over {args.steps} steps "
-        f"(min {min(times[args.warmup :]) * 1000:.1f}, max {max(times[args.warmup :]) * 1000:.1f})"
+        f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f})"
     )
     print(
         f"  {what}/step {flops / 1e9:.1f} GFLOP -> {flops / med / 1e12:.3f} TFLOP/s, "
