@@ -20,9 +20,10 @@ their mean). The peak within ±``MAX_LAG`` gives the lag, its height the confide
 
 The offset is stored only where the lag is reliable: the same peak must be found in each third of
 the clip (the sum of lag products over that third's frames, within ±``THIRDS_AGREE`` frames of the
-whole clip's lag). On the shared clips with moved audio that held for every stored offset at any
-confidence from 3 to 4.5 (benchmarks/bench_avsync.py, BENCHMARKS.md); a chance peak does not
-repeat in three independent stretches, while the whole-clip peak alone is off by more than 2
+whole clip's lag), at a confidence of at least ``OFFSET_CONFIDENCE``. On the shared clips with
+moved audio the thirds rule held for every stored offset at any confidence from 3 to 4.5
+(benchmarks/bench_avsync.py, BENCHMARKS.md); a chance peak does not repeat in three independent
+stretches, while the whole-clip peak alone is off by more than 2
 frames in ~40 % of windows (a speaker-dependent lead and chance peaks). The lips lead the sound by
 ``LEAD_FRAMES`` (the median on unmoved real footage), subtracted so an in-sync clip reads 0.
 Another speaker's audio and a still face get a low confidence → ``no_lipsync``; so do ~20 % of
@@ -47,6 +48,10 @@ MAX_LAG = 15  # frames each way (0.5 s at 30 FPS)
 # unmoved real footage (the lips move before the sound); subtracted so an in-sync clip reads 0.
 LEAD_FRAMES = 2
 THIRDS_AGREE = 1  # frames: each third's peak must lie this close to the whole clip's for an offset
+# ...and the confidence must reach this: a margin above NO_LIPSYNC_CONFIDENCE, so that a chance
+# peak of unrelated audio just over that threshold whose thirds agree (1 of 26 other-speaker trials
+# in 10 s windows at 3.1, BENCHMARKS.md) stores no offset. On 6 s windows no right offset was lost.
+OFFSET_CONFIDENCE = 3.5
 # Below this confidence: no_lipsync. Chosen on the shared clips as the 92nd percentile of the
 # confidence with another speaker's audio (BENCHMARKS.md; leave-one-speaker-out there).
 NO_LIPSYNC_CONFIDENCE = 3.1
@@ -202,7 +207,7 @@ def mouth_audio_sync(mouth: np.ndarray, audio: np.ndarray | None, fps: float = 3
     offset = None
     if confidence < NO_LIPSYNC_CONFIDENCE:
         flags.append("no_lipsync")
-    elif agree:
+    elif agree and confidence >= OFFSET_CONFIDENCE:
         offset = lag
         if abs(offset) > OFFSET_FLAG_FRAMES:
             flags.append("av_offset")
