@@ -4,23 +4,31 @@ Why: dubbed, voice-over and offset clips must not train the audio layers as if t
 mouth. With no SyncNet weights at hand, the only evidence is whether the mouth moves when the
 speech does.
 
-Method (``av_method = "mouth_motion"``): the per-frame velocity of the mouth opening
-(emokit.data.mouth) against the per-frame derivative of the speech envelope (RMS of the 300–3000 Hz
-band, where formant energy of voiced speech sits, in a two-frame window around each frame),
-Pearson-correlated at every lag of ±``MAX_LAG`` frames. Velocities rather than levels: the obvious
-levels (opening vs log band energy) found the wrong lag on most shared clips, because slow changes
-in loudness and a mouth held half open dominate both. The peak within ±``MAX_LAG`` gives the lag.
-The confidence is a z-score of that peak against the correlations at all the alignments that
-cannot be right (circular lags beyond ±``MAX_LAG``): how far the best plausible alignment stands
-out from chance for this clip's own signals — the same idea as SyncNet's "median − min distance",
-made comparable across clips whose signals correlate more or less overall. A maximum of 31
-chance-level values is itself about 2 σ above their mean, so another speaker's audio scores ~2.
+Method (``av_method = "mouth_motion"``): the clip's mouth features (emokit.data.mouth.MouthTrack:
+inner and outer lip gap, mouth-patch change; held frames of a slower source interpolated, not
+read as "no motion") against speech features per 30 FPS frame (STFT, 25 ms window, 10 ms hop,
+averaged over ±1 hop: the 300–3000 Hz band amplitude, its log power, and the onset strength =
+mean positive log-spectral flux over 24 log-spaced bands 100–6000 Hz). Six pairs, each
+Pearson-correlated at every circular lag (``PAIRS``: velocities against velocities, the patch
+change against onsets and amplitude, the outer gap against log power). Each pair's curve is put in
+units of its own chance level (z-score against its lags beyond ±``MAX_LAG``, alignments that
+cannot be right) and the six are summed and z-scored again the same way: the pairs share the true
+lag while their noise differs, so the sum lifts real talking windows (median confidence 4.0 on the
+shared clips, against 3.2 for the best single pair and 3.3 before this method) and leaves another
+speaker's audio where chance puts it (~2: a maximum of 31 chance-level values is itself ~2 above
+their mean). The peak within ±``MAX_LAG`` gives the lag, its height the confidence.
 
-Measured on the shared talking clips (benchmarks/bench_avsync.py, BENCHMARKS.md): the peak follows
-a known shift of the audio exactly in most clips, but the absolute lag of an unmoved clip varies by
-a few frames between speakers (the mouth opens before the sound; by how much depends on the
-speaker), so the offset is stored only above ``OFFSET_CONFIDENCE``; the sync confidence is always
-stored. Another speaker's audio and a still face give a low confidence → ``no_lipsync``.
+The offset is stored only where the lag is reliable: the same peak must be found in each third of
+the clip (the sum of lag products over that third's frames, within ±``THIRDS_AGREE`` frames of the
+whole clip's lag), at a confidence of at least ``OFFSET_CONFIDENCE``. On the shared clips with
+moved audio the thirds rule held for every stored offset at any confidence from 3 to 4.5
+(benchmarks/bench_avsync.py, BENCHMARKS.md); a chance peak does not repeat in three independent
+stretches, while the whole-clip peak alone is off by more than 2
+frames in ~40 % of windows (a speaker-dependent lead and chance peaks). The lips lead the sound by
+``LEAD_FRAMES`` (the median on unmoved real footage), subtracted so an in-sync clip reads 0.
+Another speaker's audio and a still face get a low confidence → ``no_lipsync``; so do ~20 % of
+real talking windows whose lips the mesh barely resolves (small faces, hand-waving: see
+BENCHMARKS.md), which is why ``no_lipsync`` is not in training's default drop list.
 """
 
 from __future__ import annotations
@@ -28,27 +36,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import butter, sosfiltfilt
+from scipy.signal import stft
 
 from emokit.data.mouth import STILL_STD
 
 METHOD = "mouth_motion"
 BAND_HZ = (300.0, 3000.0)
+ONSET_BANDS_HZ = (100.0, 6000.0, 24)
 MAX_LAG = 15  # frames each way (0.5 s at 30 FPS)
-# Measured on the shared clips: the velocity curves peak with the audio this many frames late on
+# Measured on the shared clips: the summed curve peaks with the audio this many frames late on
 # unmoved real footage (the lips move before the sound); subtracted so an in-sync clip reads 0.
 LEAD_FRAMES = 2
-# Store the offset only at or above this confidence (z units). On the shared clips no threshold
-# separated right from wrong absolute lags (a lag 3 frames off and a right one both at 5.17, see
-# BENCHMARKS.md), so it sits above every confidence measured there: in practice this method stores
-# the confidence alone, and offsets come from SyncNet (--syncnet).
-OFFSET_CONFIDENCE = 6.0
-NO_LIPSYNC_CONFIDENCE = 3.0  # below this, the mouth does not follow the speech
+THIRDS_AGREE = 1  # frames: each third's peak must lie this close to the whole clip's for an offset
+# ...and the confidence must reach this: a margin above NO_LIPSYNC_CONFIDENCE, so that a chance
+# peak of unrelated audio just over that threshold whose thirds agree (1 of 26 other-speaker trials
+# in 10 s windows at 3.1, BENCHMARKS.md) stores no offset. On 6 s windows no right offset was lost.
+OFFSET_CONFIDENCE = 3.5
+# Below this confidence: no_lipsync. Chosen on the shared clips as the 92nd percentile of the
+# confidence with another speaker's audio (BENCHMARKS.md; leave-one-speaker-out there).
+NO_LIPSYNC_CONFIDENCE = 3.1
 OFFSET_FLAG_FRAMES = 2  # av_offset: a stored offset beyond ±2 frames
 STILL_MOUTH_STD = STILL_STD
 SILENT_RMS = 1e-3  # band RMS (full scale 1) below which a clip has no speech to sync to
+# (mouth feature, speech feature): "d" = per-frame derivative. Columns of MouthTrack.series().
+PAIRS = (
+    ("douter", "dlin"),
+    ("dinner", "dlin"),
+    ("dpatch", "onset"),
+    ("patch", "lin"),
+    ("outer", "logpow"),
+    ("douter", "donset"),
+)
 
-__all__ = ["AVSync", "lag_curve", "mouth_audio_sync", "speech_envelope"]
+__all__ = ["AVSync", "lag_curve", "mouth_audio_sync", "speech_features"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +80,7 @@ class AVSync:
     confidence: float | None
     method: str
     flags: tuple[str, ...] = ()
-    lag_frames: int | None = None  # the raw peak lag (bias-corrected), stored or not
+    lag_frames: int | None = None  # the raw peak lag (lead-corrected), stored or not
 
     def row(self) -> dict:
         """The shard columns of this label."""
@@ -69,21 +89,43 @@ class AVSync:
         )
 
 
-def speech_envelope(audio: np.ndarray, frames: int, fps: float = 30, sr: int = 16000) -> np.ndarray:
-    """RMS of the 300–3000 Hz band per video frame [frames], over two frame intervals centred on
-    each frame's midpoint."""
+def speech_features(
+    audio: np.ndarray, frames: int, fps: float = 30, sr: int = 16000
+) -> dict[str, np.ndarray]:
+    """Per-video-frame speech features [frames] each: ``lin`` (300–3000 Hz band amplitude),
+    ``logpow`` (its log power), ``onset`` (positive log-spectral flux), their derivatives ``d*``."""
     audio = np.asarray(audio, dtype=np.float64)
-    if len(audio) < 64:
-        return np.zeros(frames)
-    sos = butter(4, BAND_HZ, btype="band", fs=sr, output="sos")
-    x = sosfiltfilt(sos, audio) ** 2
-    csum = np.concatenate([[0.0], np.cumsum(x)])
-    hop = sr / fps
-    mid = (np.arange(frames) + 0.5) * hop
-    lo = np.clip((mid - hop).astype(np.int64), 0, len(x))
-    hi = np.clip((mid + hop).astype(np.int64), 0, len(x))
-    n = np.maximum(hi - lo, 1)
-    return np.sqrt((csum[hi] - csum[lo]) / n)
+    win, hop = round(0.025 * sr), round(0.010 * sr)
+    if len(audio) < 2 * win:
+        z = np.zeros(frames)
+        return dict(lin=z, logpow=z, onset=z, dlin=z, donset=z)
+    f, _, spec = stft(audio, fs=sr, nperseg=win, noverlap=win - hop, boundary=None, padded=False)
+    power = np.abs(spec) ** 2
+    t = (np.arange(power.shape[1]) * hop + win / 2) / sr
+    band = power[(f >= BAND_HZ[0]) & (f <= BAND_HZ[1])].sum(0)
+    edges = np.geomspace(ONSET_BANDS_HZ[0], ONSET_BANDS_HZ[1], ONSET_BANDS_HZ[2] + 1)
+    bands = np.log(
+        np.stack([power[(f >= lo) & (f < hi)].sum(0) for lo, hi in zip(edges[:-1], edges[1:])]) + 1e-8
+    )
+    onset = np.maximum(np.diff(bands, axis=1, prepend=bands[:, :1]), 0).mean(0)
+    at = (np.arange(frames) + 0.5) / fps
+
+    def per_frame(x: np.ndarray) -> np.ndarray:
+        return np.interp(at, t, np.convolve(x, np.ones(3) / 3, "same"))
+
+    logpow = np.log(band + 1e-8)
+    out = dict(lin=per_frame(np.sqrt(band)), logpow=per_frame(logpow), onset=per_frame(onset))
+    out["dlin"], out["donset"] = np.gradient(out["lin"]), np.gradient(out["onset"])
+    return out
+
+
+def _band_rms(audio: np.ndarray, sr: int) -> float:
+    from scipy.signal import butter, sosfiltfilt
+
+    x = sosfiltfilt(butter(4, BAND_HZ, btype="band", fs=sr, output="sos"), np.asarray(audio, np.float64))
+    hop = max(sr // 30, 1)
+    n = len(x) // hop
+    return float(np.percentile(np.sqrt((x[: n * hop] ** 2).reshape(n, hop).mean(1)), 90)) if n else 0.0
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
@@ -101,31 +143,72 @@ def lag_curve(video: np.ndarray, audio: np.ndarray) -> np.ndarray:
     return np.fft.irfft(np.conj(np.fft.rfft(v)) * np.fft.rfft(a), n) / n
 
 
+def _fill_holds(mouth: np.ndarray) -> np.ndarray:
+    """Rows equal to the previous (a held frame: its true sample is missing) and rows without a face
+    → linear interpolation over time, per column; a column with < 2 values stays NaN."""
+    F = len(mouth)
+    same = np.zeros(F, bool)
+    same[1:] = np.all(mouth[1:] == mouth[:-1], axis=1)
+    t = np.arange(F)
+    out = np.full_like(mouth, np.nan)
+    for j in range(mouth.shape[1]):
+        ok = np.isfinite(mouth[:, j]) & ~same
+        if ok.sum() >= 2:
+            out[:, j] = np.interp(t, t[ok], mouth[ok, j])
+    return out
+
+
+def _mouth_features(mouth: np.ndarray) -> dict[str, np.ndarray]:
+    filled = _fill_holds(mouth)
+    out = dict(inner=filled[:, 0], outer=filled[:, 1], patch=filled[:, 2])
+    for k in list(out):
+        out["d" + k] = np.gradient(out[k])
+    return out
+
+
 def mouth_audio_sync(mouth: np.ndarray, audio: np.ndarray | None, fps: float = 30, sr: int = 16000) -> AVSync:
-    """The sync label of one clip from its per-frame mouth opening (NaN: no face) and its audio."""
+    """The sync label of one clip from its mouth features (MouthTrack.series() [F, 3]; a 1-D
+    inner-gap series is accepted, with fewer pairs) and its audio."""
     mouth = np.asarray(mouth, dtype=np.float64)
-    found = np.isfinite(mouth)
+    if mouth.ndim == 1:
+        mouth = np.stack([mouth, mouth, np.full_like(mouth, np.nan)], 1)
+    found = np.isfinite(mouth[:, 0])
     if audio is None or found.mean() < 0.5 or len(mouth) < 4 * MAX_LAG:
         return AVSync(None, None, METHOD)
-    t = np.arange(len(mouth))
-    mouth = np.interp(t, t[found], mouth[found])
-    env = speech_envelope(audio, len(mouth), fps, sr)
-    if np.percentile(env, 90) < SILENT_RMS:
+    if _band_rms(audio, sr) < SILENT_RMS:
         return AVSync(None, None, METHOD)  # no speech: nothing to be in sync with
-    if mouth.std() < STILL_MOUTH_STD:
+    if np.nanstd(mouth[:, 0]) < STILL_MOUTH_STD and np.nanstd(mouth[:, 1]) < STILL_MOUTH_STD:
         return AVSync(None, 0.0, METHOD, ("no_lipsync",))  # speech over a mouth that never moves
-    r = lag_curve(np.gradient(mouth), np.gradient(env))
-    n = len(r)
-    near = r[np.arange(-MAX_LAG, MAX_LAG + 1) % n]
-    far = r[MAX_LAG + 1 : n - MAX_LAG]  # alignments at least half a second off: chance level
+    m = _mouth_features(mouth)
+    a = speech_features(audio, len(mouth), fps, sr)
+    n, lags = len(mouth), np.arange(-MAX_LAG, MAX_LAG + 1)
+    bounds = np.linspace(0, n, 4).astype(int)
+    total, thirds = np.zeros(n), np.zeros((3, len(lags)))
+    for mk, ak in PAIRS:
+        if not (np.isfinite(m[mk]).all() and m[mk].std() > 0 and a[ak].std() > 0):
+            continue
+        r = lag_curve(m[mk], a[ak])
+        far = r[MAX_LAG + 1 : n - MAX_LAG]
+        if far.std() == 0:
+            continue
+        total += (r - far.mean()) / far.std()
+        v, x = _zscore(m[mk]), _zscore(a[ak])
+        prod = v[:, None] * x[(np.arange(n)[:, None] + lags[None]) % n] / (far.std() * n)
+        thirds += np.stack([prod[bounds[i] : bounds[i + 1]].sum(0) for i in range(3)])
+    far = total[MAX_LAG + 1 : n - MAX_LAG]
     if far.std() == 0:
         return AVSync(None, 0.0, METHOD, ("no_lipsync",))
-    confidence = float((near.max() - far.mean()) / far.std())
-    lag = int(np.argmax(near)) - MAX_LAG - LEAD_FRAMES
+    near = (total[lags % n] - far.mean()) / far.std()
+    k = int(np.argmax(near))
+    confidence = float(near[k])
+    agree = bool(np.all(np.abs(thirds.argmax(1) - k) <= THIRDS_AGREE))
+    lag = k - MAX_LAG - LEAD_FRAMES
     flags: list[str] = []
-    offset = lag if confidence >= OFFSET_CONFIDENCE else None
+    offset = None
     if confidence < NO_LIPSYNC_CONFIDENCE:
         flags.append("no_lipsync")
-    elif offset is not None and abs(offset) > OFFSET_FLAG_FRAMES:
-        flags.append("av_offset")
+    elif agree and confidence >= OFFSET_CONFIDENCE:
+        offset = lag
+        if abs(offset) > OFFSET_FLAG_FRAMES:
+            flags.append("av_offset")
     return AVSync(offset, confidence, METHOD, tuple(flags), lag)

@@ -34,7 +34,7 @@ from emokit.data.faces import FaceBox, FaceDetector
 from emokit.data.frames import WindowFrames
 from emokit.data.ingest import clip_id
 from emokit.data.jumpcuts import crop_look, dropped_by_cuts, find_jump_cuts
-from emokit.data.mouth import mouth_opening
+from emokit.data.mouth import MouthTrack
 from emokit.data.pose import (
     HeadPoseEstimator,
     PoseError,
@@ -108,7 +108,7 @@ class _Part:
     source: np.ndarray  # [n] decode-order index of the source frame each frame shows, from 0
     mp4: bytes
     hands_frac: float
-    mouth: np.ndarray  # per frame mouth opening (emokit.data.mouth), NaN where no face mesh
+    mouth: np.ndarray  # [n, 3] per-frame MouthTrack features (emokit.data.mouth), NaN: no mesh
     audio: np.ndarray | None  # the part's 16 kHz audio
     held_frac: float
     looks: np.ndarray  # [F, 32, 32] uint8 grey thumbnails of the crops (jump-cut appearance)
@@ -129,7 +129,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
         audio = audio[round(start / cfg.fps * AUDIO_SR) : round(end / cfg.fps * AUDIO_SR)]
     buf = io.BytesIO()
     poses = []
-    mouth = []
+    mouth = MouthTrack()
     holds = []  # frame shows the same face-mesh landmarks as the previous one (a held image)
     prev = None
     still = HeldFrames()
@@ -159,7 +159,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
                 poses.append(est(crop))
             else:
                 poses.append(poses[-1])
-            mouth.append(mouth_opening(est.landmarks) if est.landmarks is not None else np.nan)
+            mouth.add(est.landmarks, crop)
             holds.append(
                 prev is not None and est.landmarks is not None and np.array_equal(est.landmarks, prev)
             )
@@ -183,7 +183,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
         source,
         buf.getvalue(),
         hands.fraction,
-        np.array(mouth),
+        mouth.series(),
         audio,
         still.fraction,
         np.stack(looks),

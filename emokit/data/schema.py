@@ -102,8 +102,12 @@ SHARD_SCHEMA = pa.schema(
         # source frame, filled with a blurred mirror (emokit.data.crop); flag "padded" above 0.05.
         ("padded_frac", pa.float32()),
         # Audio-visual sync (emokit.data.avsync / emokit.data.syncnet); flags av_offset, no_lipsync.
-        ("av_offset_frames", pa.int32()),  # audio late positive, 30 FPS frames; null if not reliable
-        ("av_sync_confidence", pa.float32()),  # method's confidence; null when nothing to measure
+        # audio late positive, 30 FPS frames; null if not reliable (mouth_motion: the clip's thirds
+        # must agree on the lag)
+        ("av_offset_frames", pa.int32()),
+        # mouth_motion: z-score of the best lag vs chance (no_lipsync < 3.1); syncnet: Sync-C;
+        # null when nothing to measure (no speech, no face)
+        ("av_sync_confidence", pa.float32()),
         ("av_method", pa.string()),  # "mouth_motion" or "syncnet"
         # --- source frames (issue 12 item 6) ---
         # per frame, decode-order index in the source video of the frame it shows (sample-and-hold

@@ -24,7 +24,7 @@ import numpy as np
 from emokit.data.audio import AudioError, load_audio
 from emokit.data.avsync import mouth_audio_sync
 from emokit.data.decode import VideoError, frame_times, read_frames
-from emokit.data.mouth import mouth_correlation, mouth_opening
+from emokit.data.mouth import MouthTrack, mouth_correlation, mouth_opening
 from emokit.data.pose import HeadPoseEstimator, Pose, PoseError, fill_missing, rotation_velocity, smooth_poses
 from emokit.evaluate.metrics import psnr, ssim
 
@@ -156,6 +156,14 @@ def face_crops(frames: np.ndarray, marks: list[np.ndarray | None], size: int, lo
     return square_crops(frames, squares, size)
 
 
+def _mouth_track(frames: np.ndarray, marks: list[np.ndarray | None]) -> np.ndarray:
+    """MouthTrack features of a video from its mesh pass (what `emokit label` stores per clip)."""
+    track = MouthTrack()
+    for f, p in zip(frames, marks):
+        track.add(p, f)
+    return track.series()
+
+
 def evaluate(
     generated: str | Path,
     reference: str | Path,
@@ -190,8 +198,8 @@ def evaluate(
         Path(audio) if audio else gen_path, 0.0 if audio else g0, (0.0 if audio else g0) + n / FPS, "audio"
     )
     ref_speech = _audio(ref_path, r0, r0 + n / FPS, "reference audio")
-    g_sync = mouth_audio_sync(g_mouth, speech, FPS, SR)
-    r_sync = mouth_audio_sync(r_mouth, ref_speech, FPS, SR)
+    g_sync = mouth_audio_sync(_mouth_track(gen, g_marks), speech, FPS, SR)
+    r_sync = mouth_audio_sync(_mouth_track(ref, r_marks), ref_speech, FPS, SR)
     if speech is None:
         notes.append("A/V sync: no audio (pass --audio or a generated file with sound)")
     report = EvalReport(
