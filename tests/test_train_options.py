@@ -197,10 +197,36 @@ def test_tensorboard_and_samples(dataset, tmp_path):
         assert len(list(c.decode(video=0))) == 3 and len(c.streams.audio) == 1
     assert sum(m.startswith("sample step") for m in messages) == 2
 
+    two = dataclasses.replace(cfg, max_steps=2)  # stage 2: motion frames and audio in the sampler
+    train(dataset, tmp_path / "run", 2, two, workers=0, progress=False)
+    assert sorted(p.name for p in (tmp_path / "run" / "stage2" / "samples").iterdir()) == [
+        "step_000002.mp4",
+        "step_000002.png",
+    ]
+    assert sorted(_scalars(tmp_path / "run" / "tensorboard" / "stage2")["loss"]) == [1, 2]
+
     _run(dataset, tmp_path / "plain", CFG)  # no trackers, no samples: the same training
     a = load_file(tmp_path / "run" / "stage1" / "final" / "model" / "model.safetensors")
     b = load_file(tmp_path / "plain" / "stage1" / "final" / "model" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_wandb_mode(monkeypatch, tmp_path):
+    """W&B never tries the network without a key or with the Hub offline; WANDB_MODE wins."""
+    from emokit.train.trackers import wandb_mode
+
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine example.org login x password y\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    assert wandb_mode() == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert wandb_mode() == "online"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert wandb_mode() == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode() == "disabled"
 
 
 def test_bad_options_are_refused(dataset, tmp_path):

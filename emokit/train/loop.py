@@ -42,7 +42,14 @@ from emokit.train.lr_schedule import set_lr
 from emokit.train.noise import load_scheduler, training_scheduler
 from emokit.train.precision import MIXED_PRECISION, resolve_mixed_precision
 from emokit.train.samples import SampleWriter
-from emokit.train.trackers import TrackerError, check_installed, flat_config, make_trackers, parse_log_with
+from emokit.train.trackers import (
+    TrackerError,
+    check_installed,
+    finish_trackers,
+    flat_config,
+    make_trackers,
+    parse_log_with,
+)
 
 AUDIO_GROUPS = ("audio_proj", "backbone.audio_attention")  # parameter groups audio_lr_scale speeds up
 PRESETS: dict[str, Callable[[], EMOConfig]] = {
@@ -321,8 +328,8 @@ def train(
         acc.log({"loss": mean, "lr": opt.param_groups[0]["lr"], "step_seconds": seconds}, step=step)
     if logger:
         logger.close()
-    acc.end_training()
     final = save(step, finished=True)
+    finish_trackers(acc)
     return TrainResult(
         stage,
         run_dir,

@@ -100,3 +100,11 @@ def log_image(acc: Any, name: str, image: np.ndarray, step: int) -> None:
             tracker.log_images({name: image[None]}, step, dataformats="NHWC")
         elif isinstance(tracker, WandBTracker):
             tracker.log_images({name: [image]}, step)
+
+
+def finish_trackers(acc: Any) -> None:
+    """Close the trackers (rank 0's files flushed). Not ``Accelerator.end_training``: that also
+    destroys the process group, which a caller training the next stage in-process still needs."""
+    if acc.is_main_process:
+        for tracker in acc.trackers:
+            tracker.finish()
