@@ -81,14 +81,14 @@ def test_accumulated_gradient_equals_one_big_batch():
     small.load_state_dict(big.state_dict())
     acc = Accelerator(cpu=True, gradient_accumulation_steps=2)
     halves = iter([{"x": x[:3], "y": y[:3]}, {"x": x[3:], "y": y[3:]}])
-    loss = accumulate_gradients(acc, small, halves, [1, 2], torch.Generator(), lambda b: b)
+    loss = accumulate_gradients(acc, small, halves, [1, 2], torch.Generator())
     assert acc.sync_gradients
     torch.testing.assert_close(loss, ((big.lin(x) - y) ** 2).mean().detach())
     for p, q in zip(small.parameters(), big.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7)
     assert list(micro_steps(3, 2)) == [6, 7]
     with pytest.raises(ValueError, match="accumulates 2"):
-        accumulate_gradients(acc, small, halves, [1], torch.Generator(), lambda b: b)
+        accumulate_gradients(acc, small, halves, [1], torch.Generator())
 
 
 def _emulate(dataset, cfg: TrainConfig, micro: int, warmup: int) -> dict[str, torch.Tensor]:

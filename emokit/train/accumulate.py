@@ -9,7 +9,7 @@ so N = 1 is exactly the plain loop and a resumed run continues at micro-step sta
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 from accelerate import Accelerator
@@ -24,10 +24,9 @@ def micro_steps(step: int, grad_accum: int) -> range:
 def accumulate_gradients(
     acc: Accelerator,
     net: nn.Module,
-    batches: Iterator[dict[str, torch.Tensor]],
+    batches: Iterator[dict[str, torch.Tensor | str]],
     seeds: list[int],
     gen: torch.Generator,
-    to_device: Callable[[dict], dict[str, torch.Tensor]],
 ) -> torch.Tensor:
     """Forward + backward of one micro-batch per seed; leaves the gradients of the mean loss on
     the parameters and returns that mean loss (detached). ``acc`` must have been built with
@@ -40,7 +39,9 @@ def accumulate_gradients(
         )
     losses = []
     for seed in seeds:
-        batch = to_device(next(batches))
+        batch = {
+            k: v.to(acc.device, non_blocking=True) for k, v in next(batches).items() if torch.is_tensor(v)
+        }
         gen.manual_seed(seed)
         with acc.accumulate(net):
             loss = net(batch, gen)

@@ -282,14 +282,9 @@ def train(
     batches = iter(loader)
     pending, tick = [], time.perf_counter()
 
-    def to_device(batch: dict) -> dict[str, torch.Tensor]:
-        return {
-            k: v.to(acc.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)
-        }
-
     while step < cfg.max_steps:
         seeds = [step_seed(cfg.seed, k, rank) for k in micro_steps(step, cfg.grad_accum)]
-        loss = accumulate_gradients(acc, net, batches, seeds, gen, to_device)
+        loss = accumulate_gradients(acc, net, batches, seeds, gen)
         lr = set_lr(opt, base_lrs, step, cfg.warmup_steps)
         if cfg.grad_clip > 0:
             acc.clip_grad_norm_(trainable, cfg.grad_clip)

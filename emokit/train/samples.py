@@ -58,6 +58,7 @@ class SampleInputs:
     speech: Speech
     tokens: np.ndarray  # [frames, L, D] float16
     real: np.ndarray  # [frames, res, res, 3] uint8: the clip's own frames
+    mux: np.ndarray | None  # the clip's audio at MUX_SR for the mp4 (None: the clip has no track)
 
 
 def validation_inputs(
@@ -74,17 +75,20 @@ def validation_inputs(
     else:
         tokens = np.zeros((n, *audio), np.float16)
     s = float(resolution)
+    x0, y0, x1, y1 = (v * s / clip.size for v in clip.face_mask_box)
     portrait = Portrait(
         image=real[0],
         face_mask=face_mask(clip.face_mask_box, clip.size, resolution).numpy(),
-        face_box=FaceBox(*(v * s / clip.size for v in clip.face_mask_box), 1.0),
+        face_box=FaceBox(x0, y0, x1, y1, 1.0),
         crop_box=(0.0, 0.0, s, s),
         source_size=(resolution, resolution),
         faces=1,
         warnings=(),
     )
-    speech = Speech(np.zeros(n * 16000 // FPS, np.float32), _clip_audio(video, n), n / FPS, n)
-    return SampleInputs(clip.clip_id, portrait, speech, tokens, real)
+    mux = _clip_audio(video, n)
+    # wav16k and mux unused by render(): ClipTokens stands in for wav2vec, the mp4 is written here
+    speech = Speech(np.zeros(0, np.float32), np.zeros(0, np.float32), n / FPS, n)
+    return SampleInputs(clip.clip_id, portrait, speech, tokens, real, mux)
 
 
 def _clip_audio(video: bytes, frames: int) -> np.ndarray | None:
@@ -176,7 +180,7 @@ class SampleWriter:
         with atomic_path(png) as tmp:
             Image.fromarray(grid).save(tmp, format="PNG")
         side = self.inputs.portrait.size
-        with Mp4Writer(mp4, fps=FPS, size=(side, side), audio=self.inputs.speech.mux, audio_sr=MUX_SR) as w:
+        with Mp4Writer(mp4, fps=FPS, size=(side, side), audio=self.inputs.mux, audio_sr=MUX_SR) as w:
             for frame in frames:
                 w.write(frame)
         return png, mp4, grid
