@@ -65,8 +65,16 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW
     grad_clip: float = 1.0  # max grad norm; 0 disables
     gradient_checkpointing: bool = True  # on CUDA only (CPU runs are tiny)
-    mixed_precision: str = "bf16"  # autocast on CUDA: "bf16", "fp16" or "no"; CPU is always fp32
+    # autocast: "auto" (bf16 on a CUDA device with native bf16, else fp32), "bf16", "fp16" (CUDA
+    # only) or "no"; see emokit/train/precision.py
+    mixed_precision: str = "auto"
     log_every: int = 10  # steps per log.csv row (loss averaged over them and over ranks)
+    grad_accum: int = 1  # micro-batches per optimizer step: a batch of grad_accum × batch_size per GPU
+    warmup_steps: int = 0  # linear LR warm-up over this many optimizer steps (0: none)
+    log_with: str = ""  # trackers besides log.csv: "tensorboard", "wandb" or both comma-separated
+    sample_every: int = 0  # optimizer steps between sample videos of the validation clip (0: none)
+    sample_steps: int = 10  # DDIM steps of a sample (no guidance)
+    sample_frames: int = 8  # frames of a sample
     # Learning levers (emokit, not EMO; 1.0 / 0.0 = EMO's plain recipe), see emokit/train/weighting.py
     face_loss_weight: float = 1.0  # loss weight of latent cells inside the face box (1 elsewhere)
     mouth_loss_weight: float = 1.0  # loss weight inside the mouth region of the face box

@@ -52,19 +52,39 @@ def _emulate_ddp(dataset) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tens
     return initial, {k: v.detach() for k, v in model.state_dict().items()}
 
 
+# The README's launch lines. `accelerate launch --cpu --num_processes 2` would start ONE process
+# (accelerate's CPU multi-process path is mpirun); --multi_gpu runs torch.distributed.run, which
+# starts the processes on CPU as well (gloo).
+LAUNCHERS = {
+    "torchrun": [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(WORLD),
+    ],
+    "accelerate": [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(WORLD),
+    ]
+    + ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
+}
+
+
 @pytest.mark.crossrun
-def test_two_processes_gloo(tmp_path, videos):
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_processes_gloo(tmp_path, videos, launcher):
     dataset = build_dataset(tmp_path / "ds", videos / "head_turn_25fps_224.mp4", L, D)
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     out = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            str(WORLD),
+            *LAUNCHERS[launcher],
             "-m",
             "emokit",
             "train",

@@ -44,6 +44,31 @@ def train_command(
             help="Encode each clip's frames with the VAE once (DATASET/latents) instead of every step.",
         ),
     ] = None,
+    grad_accum: Annotated[
+        int | None,
+        typer.Option(
+            "--grad-accum", help="Micro-batches per optimizer step (batch = GPUs x batch-size x this)."
+        ),
+    ] = None,
+    warmup_steps: Annotated[
+        int | None, typer.Option("--warmup-steps", help="Linear learning-rate warm-up over N steps.")
+    ] = None,
+    mixed_precision: Annotated[
+        str | None,
+        typer.Option(
+            "--mixed-precision", help="auto (bf16 on a bf16 GPU, else fp32), no, fp16 (CUDA) or bf16."
+        ),
+    ] = None,
+    log_with: Annotated[
+        str | None,
+        typer.Option("--log-with", help="tensorboard (RUN/tensorboard) and/or wandb, comma-separated."),
+    ] = None,
+    sample_every: Annotated[
+        int | None,
+        typer.Option(
+            "--sample-every", help="Every K steps a sample of the validation clip (RUN/stageN/samples)."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     workers: Workers = None,
     config: ConfigFile = None,
@@ -54,7 +79,7 @@ def train_command(
 
     Example: emokit train data/mydataset --stage 1 --preset tiny -o runs/demo --max-steps 200
 
-    Multi-GPU: accelerate launch -m emokit train data/mydataset --stage 2 -o runs/emo
+    Multi-GPU: accelerate launch --multi_gpu --num_processes 8 -m emokit train DATA --stage 2 -o RUN
     """
     recipe = setup(config, verbose, quiet)
     from emokit.train.checkpoint import CheckpointError
@@ -69,6 +94,11 @@ def train_command(
         lr=lr,
         checkpoint_every=checkpoint_every,
         cache_latents=cache_latents,
+        grad_accum=grad_accum,
+        warmup_steps=warmup_steps,
+        mixed_precision=mixed_precision,
+        log_with=log_with,
+        sample_every=sample_every,
     )
     try:
         r = train(

@@ -6,6 +6,9 @@ diffusers transformer), and a name-keyed shadow is what the checkpoint files nee
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -47,3 +50,17 @@ class EMA:
             raise ValueError(f"EMA checkpoint lacks {len(missing)} trainable tensor(s), e.g. {missing[0]}")
         self.shadow = [shadow[n].to(p.device, torch.float32) for n, p in zip(self.names, self.params)]
         self.step_count = step_count
+
+    @contextmanager
+    @torch.no_grad()
+    def swapped_in(self) -> Iterator[None]:
+        """The averaged weights in the live parameters for the block (sampling during training
+        without a second model), the trained ones back afterwards, bit for bit."""
+        saved = [p.detach().clone() for p in self.params]
+        try:
+            for p, s in zip(self.params, self.shadow):
+                p.copy_(s.to(p.dtype))
+            yield
+        finally:
+            for p, s in zip(self.params, saved):
+                p.copy_(s)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.tracking import GeneralTracker
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -34,9 +35,21 @@ from emokit.models.stages import group_parameters
 from emokit.train import checkpoint as ckpt
 from emokit.train.dataset import ClipDataset, IndexSummary, StepBatches, index_clips
 from emokit.train.ema import EMA
+from emokit.train.accumulate import accumulate_gradients, micro_steps
 from emokit.train.latent_cache import build_cache, cache_root, load_moments
-from emokit.train.noise import load_scheduler, training_scheduler
 from emokit.train.loss import DiffusionLoss
+from emokit.train.lr_schedule import set_lr
+from emokit.train.noise import load_scheduler, training_scheduler
+from emokit.train.precision import MIXED_PRECISION, resolve_mixed_precision
+from emokit.train.samples import SampleWriter
+from emokit.train.trackers import (
+    TrackerError,
+    check_installed,
+    finish_trackers,
+    flat_config,
+    make_trackers,
+    parse_log_with,
+)
 
 AUDIO_GROUPS = ("audio_proj", "backbone.audio_attention")  # parameter groups audio_lr_scale speeds up
 PRESETS: dict[str, Callable[[], EMOConfig]] = {
@@ -123,7 +136,10 @@ def train(
             main=int(os.environ.get("RANK", "0")) == 0,
         )
 
-    acc = _accelerator(device, cfg)
+    resume = ckpt.latest_usable_checkpoint(sdir)
+    start = ckpt.read_info(resume)["step"] if resume else 0
+    trackers = make_trackers(parse_log_with(cfg.log_with), run_dir, stage, start)
+    acc = _accelerator(device, cfg, trackers)
     main, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
     # ---- data (label-only reads) ------------------------------------------------------------
     clips, summary = index_clips(dataset, stage, cfg.frames, cfg.motion_frames, cfg.drop_flags)
@@ -137,7 +153,6 @@ def train(
         )
 
     # ---- model: resume > previous stage > --init > fresh ------------------------------------
-    resume = ckpt.latest_usable_checkpoint(sdir)
     model, origin, source, preset = _load_model(
         run_dir, stage, cfg, resume, init, motion_adapter, next(iter(audio_dims), None)
     )
@@ -157,7 +172,6 @@ def train(
         load_scheduler(origin) if origin else training_scheduler(cfg.prediction_type, cfg.zero_terminal_snr)
     )
     res = model.config.sample_size * model.config.vae_factor
-    start = ckpt.read_info(resume)["step"] if resume else 0
     workers = _default_workers(acc) if workers is None else workers
     latents = None
     if cfg.cache_latents:  # each clip through the VAE once (resumable); steps sample from moments
@@ -179,7 +193,7 @@ def train(
             model.config.speed_window,
             latents=latents,
         ),
-        batch_sampler=StepBatches(cfg.batch_size, start, rank, world),
+        batch_sampler=StepBatches(cfg.batch_size, start * cfg.grad_accum, rank, world),  # micro-steps
         num_workers=workers,
         pin_memory=acc.device.type == "cuda",
         prefetch_factor=4 if workers else None,
@@ -187,6 +201,7 @@ def train(
 
     # ---- optimizer, EMA, DDP ---------------------------------------------------------------
     opt = torch.optim.AdamW(_param_groups(model, trainable, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    base_lrs = [g["lr"] for g in opt.param_groups]  # warm-up scales these; a pure function of step
     net = DiffusionLoss(
         model,
         scheduler,
@@ -214,6 +229,9 @@ def train(
         )
         ckpt.prune(sdir, keep=resume)
     logger = _CsvLog(sdir / "log.csv", start) if main else None
+    if trackers:
+        acc.init_trackers("emokit", config=flat_config({"stage": stage, **as_dict(cfg)}))
+    sampler = SampleWriter.for_stage(cfg, clips, res, want, scheduler, stage, sdir, log) if main else None
 
     def info(step: int, finished: bool) -> dict[str, Any]:
         return {
@@ -263,31 +281,32 @@ def train(
     net.train()
     batches = iter(loader)
     pending, tick = [], time.perf_counter()
+
     while step < cfg.max_steps:
-        batch = {
-            k: v.to(acc.device, non_blocking=True)
-            for k, v in next(batches).items()
-            if isinstance(v, torch.Tensor)
-        }
-        gen.manual_seed(step_seed(cfg.seed, step, rank))
-        loss = net(batch, gen)
-        acc.backward(loss)
+        seeds = [step_seed(cfg.seed, k, rank) for k in micro_steps(step, cfg.grad_accum)]
+        loss = accumulate_gradients(acc, net, batches, seeds, gen)
+        lr = set_lr(opt, base_lrs, step, cfg.warmup_steps)
         if cfg.grad_clip > 0:
             acc.clip_grad_norm_(trainable, cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         ema.update()
         step += 1
-        pending.append(loss.detach())
+        pending.append(loss)
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             mean = acc.reduce(torch.stack(pending).mean(), reduction="mean").item()
             seconds = (time.perf_counter() - tick) / len(pending)
             losses.append(mean)
             if logger:
-                logger.write(step, mean, opt.param_groups[0]["lr"], seconds)
+                logger.write(step, mean, lr, seconds)
+            acc.log({"loss": mean, "lr": lr, "step_seconds": seconds}, step=step)
             bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
             pending, tick = [], time.perf_counter()
         bar.update(1)
+        if cfg.sample_every and step % cfg.sample_every == 0:  # rank 0 renders, the others wait
+            if sampler is not None:
+                sampler.write(acc, acc.unwrap_model(net).model, ema, step)
+            acc.wait_for_everyone()
         if step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
             save(step, finished=False)
         if time_limit_s is not None and _all_past(acc, time.perf_counter() - t0 >= time_limit_s):
@@ -298,11 +317,14 @@ def train(
     if pending:  # a time limit stopped between log rows
         mean = acc.reduce(torch.stack(pending).mean(), reduction="mean").item()
         losses.append(mean)
+        seconds = (time.perf_counter() - tick) / len(pending)
         if logger:
-            logger.write(step, mean, opt.param_groups[0]["lr"], (time.perf_counter() - tick) / len(pending))
+            logger.write(step, mean, opt.param_groups[0]["lr"], seconds)
+        acc.log({"loss": mean, "lr": opt.param_groups[0]["lr"], "step_seconds": seconds}, step=step)
     if logger:
         logger.close()
     final = save(step, finished=True)
+    finish_trackers(acc)
     return TrainResult(
         stage,
         run_dir,
@@ -343,7 +365,7 @@ def _validate(stage: int, cfg: TrainConfig) -> None:
         raise TrainError(f"--stage must be 1, 2 or 3, got {stage}")
     if cfg.preset not in PRESETS:
         raise TrainError(f"--preset must be one of {sorted(PRESETS)}, got {cfg.preset!r}")
-    for name in ("max_steps", "batch_size", "checkpoint_every", "log_every", "frames"):
+    for name in ("max_steps", "batch_size", "checkpoint_every", "log_every", "frames", "grad_accum"):
         if getattr(cfg, name) < 1:
             raise TrainError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.motion_frames < 0 or cfg.lr <= 0:
@@ -354,20 +376,35 @@ def _validate(stage: int, cfg: TrainConfig) -> None:
             "need cond_dropout, cond_drop_both, motion_dropout >= 0, "
             "2·cond_dropout + cond_drop_both <= 1 and motion_dropout <= 1"
         )
-    if cfg.mixed_precision not in ("bf16", "fp16", "no"):
-        raise TrainError(f"mixed_precision must be bf16, fp16 or no, got {cfg.mixed_precision!r}")
+    if min(cfg.warmup_steps, cfg.sample_every) < 0 or min(cfg.sample_steps, cfg.sample_frames) < 1:
+        raise TrainError("need warmup_steps, sample_every >= 0 and sample_steps, sample_frames >= 1")
+    if cfg.mixed_precision not in MIXED_PRECISION:
+        raise TrainError(
+            f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {cfg.mixed_precision!r}"
+        )
+    try:
+        check_installed(parse_log_with(cfg.log_with))
+    except TrackerError as e:
+        raise TrainError(str(e)) from None
 
 
-def _accelerator(device: str, cfg: TrainConfig) -> Accelerator:
-    """DDP (gloo on CPU, NCCL on GPU) when launched by accelerate/torchrun; bf16 autocast on CUDA."""
+def _accelerator(device: str, cfg: TrainConfig, trackers: list[GeneralTracker]) -> Accelerator:
+    """DDP (gloo on CPU, NCCL on GPU) when launched by accelerate/torchrun, ``cfg``'s autocast
+    (auto: bf16 on CUDA), gradient accumulation and trackers (rank 0 logs)."""
     if device not in ("auto", "cpu", "cuda"):
         raise TrainError(f"--device must be auto, cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda: no CUDA device is available")
     cpu = device == "cpu" or not torch.cuda.is_available()
+    try:
+        precision = resolve_mixed_precision(cfg.mixed_precision, cuda=not cpu)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
     return Accelerator(
         cpu=cpu,
-        mixed_precision="no" if cpu else cfg.mixed_precision,
+        mixed_precision=precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with=trackers or None,
         # Samples whose audio/reference is dropped can leave a parameter without gradient.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
