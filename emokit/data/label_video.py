@@ -249,12 +249,13 @@ def _decode_and_detect(
             if frames is None:
                 frames = WindowFrames(frame, n)
                 frames.source_index = source_index
-                k = frames.width / min(frames.width, cfg.detect_width)
             frames.add(frame)
             if i in caption_at:
                 captions.append(frames.small(frame, CAPTION_WIDTH, "AREA"))
-            boxes = detector(frames.small(frame, cfg.detect_width))
-            detections.append([FaceBox(b.x0 * k, b.y0 * k, b.x1 * k, b.y1 * k, b.score) for b in boxes])
+            small = frames.small(frame, cfg.detect_width)
+            kx, ky = frames.width / small.shape[1], frames.height / small.shape[0]
+            boxes = detector(small)
+            detections.append([FaceBox(b.x0 * kx, b.y0 * ky, b.x1 * kx, b.y1 * ky, b.score) for b in boxes])
             if boxes and not seen:
                 face = detections[-1][0]
                 frames.keep(
