@@ -313,3 +313,48 @@ def test_kept_face_region_gives_the_same_clip_as_whole_frames(videos, monkeypatc
     for key in a:
         assert a[key] == b[key], key
     np.testing.assert_array_equal(kept.audio, whole.audio)
+
+
+def test_piece_with_the_window_crop_box_reuses_the_mesh_and_reads_the_same(videos, monkeypatch):
+    """After a jump-cut split, a piece whose crop box is the window's takes the window's face-mesh
+    results instead of meshing the same crops again: its labels must equal a fresh piece's."""
+    from emokit.data import label_video
+    from emokit.data.crop import clip_crop_box
+    from emokit.data.pose import HeadPoseEstimator
+    from emokit.data.track import track_main_face
+
+    window = dict(
+        clip_id="w",
+        source_path=str(videos / "speaker_a_25fps_1080x1920.mp4"),
+        source_sha256="x",
+        start_s=1.0,
+        end_s=4.5,
+        video_stream=0,
+        has_audio=False,
+    )
+    cfg = LabelConfig(size=128)
+    decoded = label_video._decode_and_detect(window, cfg, label_video.KEEP_FACE_SIDES, 1)
+    frames = decoded.frames
+    boxes = track_main_face(decoded.detections, cfg.fps, cfg.max_gap_s, frames.size).boxes
+    n = len(frames)
+    whole = label_video._make_part(frames, boxes, 0, n, cfg, None, 1)
+    # a piece of the real head's frames whose box union is the window's (found, not assumed)
+    same = [
+        (a, b)
+        for a, b in [(k, n) for k in range(1, n - 60)] + [(0, k) for k in range(n - 1, 60, -1)]
+        if tuple(clip_crop_box(boxes[a:b], cfg.crop_scale, frames.size)) == tuple(whole.crop_box)
+    ]
+    assert same
+    a, b = same[0]
+    calls = []
+    real = HeadPoseEstimator.__call__
+    monkeypatch.setattr(HeadPoseEstimator, "__call__", lambda self, c: calls.append(1) or real(self, c))
+    reused = label_video._make_part(frames, boxes, a, b, cfg, None, 1, whole)
+    assert calls == []
+    fresh = label_video._make_part(frames, boxes, a, b, cfg, None, 1)
+    assert len(calls) > 50  # the fresh piece did mesh its frames
+    np.testing.assert_array_equal(reused.poses, fresh.poses)
+    np.testing.assert_array_equal(reused.pose_found, fresh.pose_found)
+    np.testing.assert_array_equal(reused.mouth, fresh.mouth)
+    np.testing.assert_array_equal(reused.looks, fresh.looks)
+    assert (reused.held_frac, reused.hands_frac, reused.mp4) == (fresh.held_frac, fresh.hands_frac, fresh.mp4)

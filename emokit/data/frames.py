@@ -67,6 +67,21 @@ def _i420_region_rgb(planes: Sequence[np.ndarray], x0: int, y0: int, x1: int, y1
     return cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_I420)[:rows]
 
 
+def _i420_small_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """A bilinear ``width``×``height`` (both even) RGB copy of a yuv420p frame, from its planes.
+
+    Why not swscale: its scaled yuv420p → rgb24 took ~1.8 ms per 1080×1920 frame here, OpenCV's
+    bilinear resize of the three planes and one I420 conversion at the small size ~0.5–0.9 ms
+    (the detection copy of every frame; crops use the same I420 conversion).
+    """
+    planes = [_plane(frame, k) for k in range(3)]
+    y = cv2.resize(planes[0], (width, height), interpolation=cv2.INTER_LINEAR)
+    u = cv2.resize(planes[1], (width // 2, height // 2), interpolation=cv2.INTER_LINEAR)
+    v = cv2.resize(planes[2], (width // 2, height // 2), interpolation=cv2.INTER_LINEAR)
+    packed = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(-1, width)
+    return cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_I420)
+
+
 class WindowFrames:
     """A window's frames at the output rate; a held frame repeats without another copy.
 
@@ -153,9 +168,15 @@ class WindowFrames:
         return self.width, self.height
 
     def small(self, frame: av.VideoFrame, width: int, interpolation: str = "FAST_BILINEAR") -> np.ndarray:
-        """``frame`` (one of this window's, as it arrives) as upright RGB at most ``width`` wide."""
+        """``frame`` (one of this window's, as it arrives) as upright RGB at most ``width`` wide.
+
+        The aspect ratio is kept to within a row: the bilinear copy (face detection's) has an even
+        height, so map back with the factors of the returned shape, not of the width alone.
+        """
         if not self._fast or self.width <= width:
             return np.ascontiguousarray(_to_rgb(frame, width if self.width > width else None))
+        if interpolation == "FAST_BILINEAR":
+            return _i420_small_rgb(frame, width & ~1, 2 * max(1, round(self.height * width / self.width / 2)))
         height = max(2, round(self.height * width / self.width))
         small = self._scaler.reformat(
             frame, width=width, height=height, format="rgb24", interpolation=interpolation

@@ -11,6 +11,7 @@ It never raises for bad input: a bad window is one rejected row with a reason.
 from __future__ import annotations
 
 import io
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ from emokit.data.jumpcuts import crop_look, dropped_by_cuts, find_jump_cuts
 from emokit.data.mouth import MouthTrack
 from emokit.data.pose import (
     HeadPoseEstimator,
+    Pose,
     PoseError,
     fill_missing,
     resample_poses,
@@ -113,16 +115,27 @@ class _Part:
     held_frac: float
     looks: np.ndarray  # [F, 32, 32] uint8 grey thumbnails of the crops (jump-cut appearance)
     padded_frac: float = 0.0  # share of the crop square outside the frame (soft-padded)
+    # Per frame, the estimator's raw pose and landmarks (what a piece cut with the same crop box
+    # reuses instead of running the face mesh again: see _make_part's ``meshed``).
+    meshed: list[tuple[Pose | None, np.ndarray | None]] = field(default_factory=list)
 
 
 class _NotKept(Exception):
     """The clip's crop leaves the part of the frames that was kept: decode again, whole."""
 
 
-def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> _Part:
+def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads, whole=None) -> _Part:
     """Crop frames start..end-1 and stream each crop to the pose estimator, the hands detector
-    and the encoder (no crop is kept: 512² RGB is 236 MB for 10 s)."""
+    and the encoder (no crop is kept: 512² RGB is 236 MB for 10 s).
+
+    ``whole``: the window's part (frames 0..F-1) when this is a piece of it after a jump-cut
+    split. A piece whose crop box is the window's cuts the very same crops, and the face mesh
+    (static-image mode) reads the same image the same way, so its raw poses and landmarks are
+    taken from ``whole`` instead of being measured again (the mesh is ~half of a frame's cost);
+    everything else (smoothing, hands, stillness, the encode) runs on the piece as before.
+    """
     crop_box = clip_crop_box(boxes[start:end], cfg.crop_scale, frames.size)
+    reuse = whole is not None and tuple(whole.crop_box) == tuple(crop_box)
     if not frames.covers(crop_box):
         raise _NotKept
     if audio is not None:
@@ -134,8 +147,9 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
     prev = None
     still = HeldFrames()
     looks = []
+    meshed: list[tuple[Pose | None, np.ndarray | None]] = []
     with (
-        HeadPoseEstimator() as est,
+        HeadPoseEstimator() if not reuse else nullcontext() as est,
         HandsDetector(every=HANDS_EVERY) as hands,
         Mp4Writer(
             buf,
@@ -155,15 +169,17 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
             held = prev_crop is not None and frames.source_index[i] == frames.source_index[i - 1]
             crop = prev_crop if held and prev_crop is not None else frames.crop(i, crop_box, cfg.size)
             same = held or (prev_crop is not None and np.array_equal(crop, prev_crop))
-            if not same:
-                poses.append(est(crop))
+            if reuse:
+                pose, landmarks = whole.meshed[i]
+            elif not same:
+                pose, landmarks = est(crop), est.landmarks
             else:
-                poses.append(poses[-1])
-            mouth.add(est.landmarks, crop)
-            holds.append(
-                prev is not None and est.landmarks is not None and np.array_equal(est.landmarks, prev)
-            )
-            prev, prev_crop = est.landmarks, crop
+                pose, landmarks = poses[-1], prev
+            poses.append(pose)
+            meshed.append((pose, landmarks))
+            mouth.add(landmarks, crop)
+            holds.append(prev is not None and landmarks is not None and np.array_equal(landmarks, prev))
+            prev, prev_crop = landmarks, crop
             still.add(crop, frames.source_index[i])
             looks.append(crop_look(crop))
             hands.add(crop)
@@ -188,6 +204,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads) -> 
         still.fraction,
         np.stack(looks),
         padded_frac=padded,
+        meshed=meshed,
     )
 
 
@@ -232,12 +249,13 @@ def _decode_and_detect(
             if frames is None:
                 frames = WindowFrames(frame, n)
                 frames.source_index = source_index
-                k = frames.width / min(frames.width, cfg.detect_width)
             frames.add(frame)
             if i in caption_at:
                 captions.append(frames.small(frame, CAPTION_WIDTH, "AREA"))
-            boxes = detector(frames.small(frame, cfg.detect_width))
-            detections.append([FaceBox(b.x0 * k, b.y0 * k, b.x1 * k, b.y1 * k, b.score) for b in boxes])
+            small = frames.small(frame, cfg.detect_width)
+            kx, ky = frames.width / small.shape[1], frames.height / small.shape[0]
+            boxes = detector(small)
+            detections.append([FaceBox(b.x0 * kx, b.y0 * ky, b.x1 * kx, b.y1 * ky, b.score) for b in boxes])
             if boxes and not seen:
                 face = detections[-1][0]
                 frames.keep(
@@ -315,7 +333,9 @@ def _label_track(window, cfg, bounds, frames: WindowFrames, track, captions, thr
         return rejected
     split = pieces != [(0, len(frames))]
     parts = (
-        [whole] if not split else [_make_part(frames, boxes, a, b, cfg, audio, threads) for a, b in pieces]
+        [whole]
+        if not split
+        else [_make_part(frames, boxes, a, b, cfg, audio, threads, whole) for a, b in pieces]
     )
     rows = [
         _part_row(window, cfg, track, part, k, split, captions, audio is not None, audio_reason, audio)
