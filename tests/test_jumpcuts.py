@@ -117,7 +117,7 @@ def test_held_frames_are_not_motion_and_looks_are_per_frame():
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
     looks = np.stack([crop_look(c) for c in crops[[0, 0, 1, 1, 1, 2]]])
-    assert looks.shape == (6, 64, 64) and looks.dtype == np.uint8
+    assert looks.shape == (6, 32, 32) and looks.dtype == np.uint8
     np.testing.assert_array_equal(crop_look(crops[1]), looks[2])
     scores = jump_scores(np.tile([0.0, 0.0, 10.0, 10.0], (6, 1)), looks)
     assert np.isneginf(scores[[1, 3, 4]]).all()  # repeats of the previous image: never a cut
@@ -180,15 +180,14 @@ def test_constructed_cuts_on_real_videos_are_found_at_the_join(sweep_features):
                 assert all(abs(c - a) <= 2 for c in cuts), (name, n, a, cuts)
     recall = {k: float(np.mean(v)) for k, v in found.items()}
     overall = float(np.mean([x for v in found.values() for x in v]))
-    # Measured (2026-12-02, 16×16 cells of the 64² look, threshold 0.65): 0.62 overall on these
-    # three, the calmest and tightest of the shared videos (the whole sweep in BENCHMARKS.md is
-    # higher); 0.3 s: 43 / 59 / 19 %, 1 s: 72 / 93 / 50 %, 3 s: 83 / 100 / 92 % (speaker_c,
-    # speaker_d, head_turn). 8×8 cells of a 32² look found 0.59 here; the whole-crop look before
+    # Measured (2026-12-02): 0.59 overall on these three, the calmest and tightest of the shared
+    # videos (the whole sweep in BENCHMARKS.md is higher); 0.3 s: 38 / 47 / 19 %, 1 s: 67 / 93 /
+    # 56 %, 3 s: 67 / 100 / 92 % (speaker_c, speaker_d, head_turn). The whole-crop look before
     # found 27 % of speaker_c's and 42 % of head_turn's cuts over all spans.
-    assert overall >= 0.55, recall
+    assert overall >= 0.5, recall
     assert min(recall[(name, 90)] for name in SWEEP) >= 0.55, recall  # 3 s removed
     assert np.mean([recall[(name, 30)] for name in SWEEP]) >= 0.6, recall  # 1 s removed
-    assert np.mean([recall[(name, 9)] for name in SWEEP]) >= 0.3, recall  # 0.3 s removed
+    assert np.mean([recall[(name, 9)] for name in SWEEP]) >= 0.25, recall  # 0.3 s removed
 
 
 def test_continuous_real_videos_have_no_jump_cut(sweep_features):

@@ -4,11 +4,11 @@ Content-based scene detectors miss them (same background, same person); EMO only
 its speed layers. emokit finds them from what a cut does to the face, relative to the clip's own
 recent motion, and splits the clip there. This module is the one definition of a jump cut.
 
-Per frame: the face box and a "look" — a 64×64 grey thumbnail of the clip's fixed crop (cheap,
+Per frame: the face box and a "look" — a 32×32 grey thumbnail of the clip's fixed crop (cheap,
 and deterministic per frame: it only depends on that frame's pixels and the clip's crop box).
 Frames that repeat the previous image exactly (sample-and-hold of a 25 fps or VFR source onto
 30 FPS) are set aside first: they are not motion, and their zero steps would drag every local
-statistic down. The look is cut into a 16×16 grid of cells (4×4 pixels each) and every cell is
+statistic down. The look is cut into an 8×8 grid of cells (4×4 pixels each) and every cell is
 tested on its own: the step of frame t in that cell (RMS grey change from the previous distinct
 frame) must be, at once,
 
@@ -19,13 +19,11 @@ frame) must be, at once,
 - still far from the frame before when frame t is skipped (``skip``: not one glitched frame).
 
 A cell's margin is the smallest of those log-ratio margins; the frame's score is the 90th
-percentile of its 256 cells' margins. Why per cell: a cut moves the whole head at once (face, hair,
+percentile of its 64 cells' margins. Why per cell: a cut moves the whole head at once (face, hair,
 neck, shoulders: many cells jump together), while a blink or a mouth movement is a large change
 confined to a few cells — a whole-crop distance cannot tell them apart, a per-cell rank can.
 Against the whole-crop look this lifted recall on the constructed cuts of
-``benchmarks/bench_jumpcuts.py`` from ~60 % to ~85 % at no false split; finer cells of a larger
-look (16×16 cells of a 64² look instead of 8×8 of a 32² one) see the smaller shift of a short cut
-on a calm or tightly cropped face (BENCHMARKS.md). Without
+``benchmarks/bench_jumpcuts.py`` from ~60 % to ~85 % at no false split (BENCHMARKS.md). Without
 looks the same three tests run on the face box's steps.
 """
 
@@ -38,9 +36,9 @@ import numpy as np
 from einops import rearrange
 from numpy.lib.stride_tricks import sliding_window_view
 
-LOOK_SIDE = 64  # thumbnail side in pixels
+LOOK_SIDE = 32  # thumbnail side in pixels
 _WINDOW = 24  # distinct frames on each side for the local median step (~1 s)
-GRID = 16  # the look is tested as GRID×GRID cells (4×4 look pixels each)
+GRID = 8  # the look is tested as GRID×GRID cells
 _QUANTILE = 0.9  # the frame's score: this quantile of its cells' margins
 # Log-ratio thresholds of the three tests (per cell, or on box steps without looks).
 _LOCAL = 1.0
@@ -52,12 +50,12 @@ _BOX_FLOOR = 1e-3  # face sizes: box steps below this are detector rounding, not
 # from cutting.
 _CELL_FLOOR = 0.5
 # Score above which a frame is a cut: above the highest score of any frame of the continuous
-# shared videos (0.58), bar speaker_b's frame 271, a real edit in that source (BENCHMARKS.md).
-JUMP_THRESHOLD = 0.65
+# shared videos (0.68), bar speaker_b's frame 271, a real edit in that source (BENCHMARKS.md).
+JUMP_THRESHOLD = 0.75
 
 
 def crop_look(crop: np.ndarray) -> np.ndarray:
-    """A frame's appearance for jump cuts: the crop as a 64×64 grey uint8 thumbnail (area mean)."""
+    """A frame's appearance for jump cuts: the crop as a 32×32 grey uint8 thumbnail (area mean)."""
     grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY) if crop.ndim == 3 else crop
     return cv2.resize(grey, (LOOK_SIDE, LOOK_SIDE), interpolation=cv2.INTER_AREA)
 
@@ -84,8 +82,8 @@ def box_steps(boxes: np.ndarray) -> np.ndarray:
 def _local_median(v: np.ndarray) -> np.ndarray:
     """Median of the finite values within ±_WINDOW of each entry along axis 0, itself left out.
 
-    Sorted windows with NaN last and the median read at the valid count (nanmedian's masked
-    path is ~20× slower on [F, cells] windows)."""
+    Sorted windows with NaN last and the median read at the valid count: the same values as
+    ``np.nanmedian``, whose masked path is ~20× slower on [frames, cells] windows."""
     pad = [(_WINDOW, _WINDOW)] + [(0, 0)] * (v.ndim - 1)
     win = sliding_window_view(np.pad(v, pad, constant_values=np.nan), 2 * _WINDOW + 1, axis=0).copy()
     win[..., _WINDOW] = np.nan

@@ -111,7 +111,7 @@ class _Part:
     mouth: np.ndarray  # per frame mouth opening (emokit.data.mouth), NaN where no face mesh
     audio: np.ndarray | None  # the part's 16 kHz audio
     held_frac: float
-    looks: np.ndarray  # [F, 64, 64] uint8 grey thumbnails of the crops (jump-cut appearance)
+    looks: np.ndarray  # [F, 32, 32] uint8 grey thumbnails of the crops (jump-cut appearance)
     padded_frac: float = 0.0  # share of the crop square outside the frame (soft-padded)
 
 
