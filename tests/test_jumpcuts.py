@@ -200,3 +200,15 @@ def test_a_real_edit_inside_a_shared_video_is_found(videos):
     frame 270 to 271 the hands go from the knees to the chest and the body shifts (BENCHMARKS.md)."""
     boxes, looks = _features(videos / "speaker_b_30fps_1080x1920.mp4", 7.0, 11.0)
     assert find_jump_cuts(boxes, looks, CFG.jump_score) == [271 - 210]
+
+
+def test_local_median_is_the_nanmedian_of_the_window_without_the_centre():
+    from emokit.data.jumpcuts import _WINDOW, _local_median
+
+    rng = np.random.default_rng(3)
+    v = rng.gamma(2.0, 1.0, (80, 5))
+    v[rng.random(v.shape) < 0.2] = np.nan
+    got = _local_median(v)
+    for t in (0, 7, 40, 79):
+        win = np.delete(v[max(0, t - _WINDOW) : t + _WINDOW + 1], min(t, _WINDOW), axis=0)
+        np.testing.assert_allclose(got[t], np.nanmedian(win, axis=0), rtol=1e-12)

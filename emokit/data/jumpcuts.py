@@ -80,13 +80,18 @@ def box_steps(boxes: np.ndarray) -> np.ndarray:
 
 
 def _local_median(v: np.ndarray) -> np.ndarray:
-    """Median of the finite values within ±_WINDOW of each entry along axis 0, itself left out."""
+    """Median of the finite values within ±_WINDOW of each entry along axis 0, itself left out.
+
+    Sorted windows with NaN last and the median read at the valid count: the same values as
+    ``np.nanmedian``, whose masked path is ~20× slower on [frames, cells] windows."""
     pad = [(_WINDOW, _WINDOW)] + [(0, 0)] * (v.ndim - 1)
     win = sliding_window_view(np.pad(v, pad, constant_values=np.nan), 2 * _WINDOW + 1, axis=0).copy()
     win[..., _WINDOW] = np.nan
-    with np.errstate(all="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
-        return np.nanmedian(win, axis=-1)
+    win.sort(axis=-1)
+    k = np.sum(~np.isnan(win), axis=-1)
+    lo = np.take_along_axis(win, np.maximum((k - 1) // 2, 0)[..., None], -1)[..., 0]
+    hi = np.take_along_axis(win, np.maximum(k // 2, 0)[..., None], -1)[..., 0]
+    return np.where(k > 0, 0.5 * (lo + hi), np.nan)
 
 
 def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
