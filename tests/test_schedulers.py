@@ -7,7 +7,9 @@ import dataclasses
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from emokit.cli import app
 from emokit.config import TrainConfig
 from emokit.generate.generator import GenerateError, Generator, Speech
 from emokit.generate.portrait import load_portrait
@@ -15,6 +17,7 @@ from emokit.generate.sampler import SamplerError, ddim_sample, ddim_timesteps
 from emokit.generate.schedulers import make_scheduler, schedule_config, scheduler_names, scheduler_sample
 from emokit.train.loop import train
 from emokit.train.noise import load_scheduler, training_scheduler
+from test_generate_video import one_torch_thread, short_wav
 from train_shards import build_dataset
 
 RUNS = [("epsilon", False), ("v_prediction", True), ("sample", True), ("v_prediction", False)]
@@ -183,3 +186,18 @@ def test_v_prediction_trains_and_samples_with_every_scheduler(v_run, portraits, 
         Generator.from_parts(
             gen.model, gen.alphas_cumprod, gen.encoder, prediction_type="v_prediction", scheduler=eps_sched
         )
+
+
+def test_cli_scheduler_flag(v_run, portraits, audio_dir, tmp_path) -> None:
+    run, w2v, _ = v_run
+    audio = short_wav(audio_dir / "speech_en_8s_16k_stereo.wav", 0.3, tmp_path / "short.wav")
+    common = ["generate", str(portraits / "woman_frontal.jpg"), str(audio), "--checkpoint", str(run)]
+    common += ["--steps", "2", "--size", "64", "--audio-model", str(w2v), "--device", "cpu", "-q"]
+    with one_torch_thread():
+        r = CliRunner().invoke(app, [*common, "-o", str(tmp_path / "u.mp4"), "--scheduler", "unipc"])
+    assert r.exit_code == 0, r.output
+    assert "u.mp4: 9 frames at 30 FPS" in r.stdout and "2 steps, cfg 3.5, seed 0, sampler unipc" in r.stdout
+    bad = CliRunner().invoke(app, [*common, "-o", str(tmp_path / "x.mp4"), "--scheduler", "heun"])
+    assert bad.exit_code != 0 and not (tmp_path / "x.mp4").exists()
+    assert "unknown scheduler 'heun' (use ddim, dpmpp, unipc, euler)" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
