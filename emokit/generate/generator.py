@@ -3,11 +3,12 @@
 Clip after clip of ``frames`` frames: each clip starts from fresh noise, sees the last
 ``motion_frames`` latents the previous clip produced (the first clip: zero motion maps, exactly
 what training feeds a sample whose motion frames are dropped) and its own slice of the per-frame
-wav2vec tokens with ±2 real neighbouring frames across clip edges, and is denoised with DDIM +
-classifier-free guidance. ReferenceNet runs on the portrait once per video and on the motion
-frames once per clip — never per step. Each clip is decoded and streamed to the mp4 writer as
-soon as it is done, so memory stays flat however long the audio is (peers keep every latent or
-frame and run out of memory on minutes of audio).
+wav2vec tokens with ±2 real neighbouring frames across clip edges, and is denoised by a
+diffusers scheduler (DDIM, as in EMO, unless told otherwise) + classifier-free guidance.
+ReferenceNet runs on the portrait once per video and on the motion frames once per clip — never
+per step. Each clip is decoded and streamed to the mp4 writer as soon as it is done, so memory
+stays flat however long the audio is (peers keep every latent or frame and run out of memory on
+minutes of audio).
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from emokit.data.encode import Mp4Writer
 from emokit.data.logmel import LogMelEncoder, LogMelStream
 from emokit.data.wav2vec import SAMPLE_RATE, AudioEncoder, TokenStream, open_audio_encoder
 from emokit.generate.portrait import Portrait, load_portrait
-from emokit.generate.sampler import Denoiser, cfg_denoiser, ddim_sample, ddim_timesteps
+from emokit.generate.sampler import Denoiser, cfg_denoiser, ddim_timesteps
+from emokit.generate.schedulers import (
+    SchedulerMixin,
+    check_scheduler_name,
+    make_scheduler,
+    schedule_config,
+    scheduler_sample,
+)
 from emokit.models import EMOModel, ReferenceFeatures
 from emokit.models.window import context_rows
 from emokit.train.checkpoint import final_checkpoint, latest_finished_stage, load_for_inference
@@ -132,9 +140,11 @@ class Generator:
         timestep_spacing: str = _GEN.timestep_spacing,
         crf: int = _GEN.crf,
         progress: bool = True,
+        scheduler: str | SchedulerMixin = _GEN.scheduler,
     ) -> None:
         dev = torch.device(device)
-        model, scheduler = load_run(checkpoint_dir)
+        _check_scheduler(scheduler)  # before the model loads
+        model, train_scheduler = load_run(checkpoint_dir)
         encoder = open_audio_encoder(
             audio_model,
             layers=audio_layers,
@@ -145,7 +155,7 @@ class Generator:
         )
         self._setup(
             model,
-            scheduler.alphas_cumprod.clone(),
+            train_scheduler.alphas_cumprod.clone(),
             encoder,
             dev,
             resolve_dtype(dtype, dev),
@@ -155,7 +165,10 @@ class Generator:
             crf,
             progress,
         )
-        self.prediction_type = str(scheduler.config.prediction_type)
+        self.prediction_type = str(train_scheduler.config.prediction_type)
+        self.scheduler = _sampling_scheduler(
+            scheduler, train_scheduler.config, self.prediction_type, self.spacing
+        )
         self.trained_stage = latest_finished_stage(checkpoint_dir) or 1
 
     @classmethod
@@ -174,12 +187,15 @@ class Generator:
         progress: bool = True,
         trained_stage: int = 3,
         prediction_type: str = "epsilon",
+        scheduler: str | SchedulerMixin = _GEN.scheduler,
     ) -> Generator:
         """A generator around an in-memory model (benchmarks with random weights, notebooks);
         ``trained_stage``: the last EMO stage its weights went through (3: speed layers trained);
-        ``prediction_type``: what the model was trained to predict (emokit.train.noise.PREDICTION_TYPES)."""
+        ``prediction_type``: what the model was trained to predict (emokit.train.noise.PREDICTION_TYPES);
+        ``scheduler``: a name (emokit.generate.schedulers.SCHEDULERS) or a ready diffusers scheduler."""
         if prediction_type not in PREDICTION_TYPES:
             raise GenerateError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        _check_scheduler(scheduler)
         dev = torch.device(device)
         self = cls.__new__(cls)
         self._setup(
@@ -196,6 +212,8 @@ class Generator:
         )
         self.trained_stage = trained_stage
         self.prediction_type = prediction_type
+        train_config = schedule_config(self.alphas_cumprod, prediction_type)
+        self.scheduler = _sampling_scheduler(scheduler, train_config, prediction_type, self.spacing)
         return self
 
     def _setup(
@@ -321,7 +339,6 @@ class Generator:
         size = portrait.size
         self._check_size(size)
         speed = speed if self.speed_trained else None  # untrained speed layers: no input at all
-        timesteps = ddim_timesteps(len(self.alphas_cumprod), steps, self.spacing)
         clips = math.ceil(speech.frames / self.frames)
         log.info(
             "%d frames (%.2f s of audio) in %d clips of %d, %d steps, cfg %g",
@@ -359,13 +376,8 @@ class Generator:
                     leave=False,
                     disable=not self.progress,
                 ) as step_bar:
-                    latents = ddim_sample(
-                        _ticking(denoise, step_bar),
-                        x_T,
-                        timesteps,
-                        self.alphas_cumprod,
-                        prediction_type=self.prediction_type,
-                    )
+                    denoise = _ticking(denoise, step_bar)
+                    latents = scheduler_sample(denoise, self.scheduler, x_T, steps, noise_gen)
                 if self.motion_frames:
                     motion = torch.cat([motion, latents], dim=1)[:, -self.motion_frames :]
                 yield from self._decode(latents[0, :keep])
@@ -456,6 +468,32 @@ def _clip_tokens(
     if rows is None:
         raise ValueError("no audio tokens to cut a clip from")
     return torch.from_numpy(tokens[rows])[None].to(device)
+
+
+def _check_scheduler(scheduler: str | SchedulerMixin) -> None:
+    if isinstance(scheduler, str):
+        try:
+            check_scheduler_name(scheduler)
+        except ValueError as e:
+            raise GenerateError(str(e)) from None
+    elif not isinstance(scheduler, SchedulerMixin):
+        kind = type(scheduler).__name__
+        raise GenerateError(f"scheduler must be a name or a diffusers scheduler, got {kind}")
+
+
+def _sampling_scheduler(
+    scheduler: str | SchedulerMixin, train_config, prediction_type: str, spacing: str
+) -> SchedulerMixin:
+    """The scheduler ``render`` samples with: built by name over the training schedule, or the
+    caller's own, which must expect what the model predicts."""
+    if isinstance(scheduler, str):
+        return make_scheduler(scheduler, train_config, prediction_type, spacing)
+    if scheduler.config.prediction_type != prediction_type:
+        raise GenerateError(
+            f"the scheduler expects prediction_type={scheduler.config.prediction_type!r} but the "
+            f"model predicts {prediction_type!r}"
+        )
+    return scheduler
 
 
 def _ticking(denoise: Denoiser, bar: tqdm) -> Denoiser:
