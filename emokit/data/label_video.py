@@ -141,7 +141,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads, who
     if audio is not None:
         audio = audio[round(start / cfg.fps * AUDIO_SR) : round(end / cfg.fps * AUDIO_SR)]
     buf = io.BytesIO()
-    poses = []
+    poses: list[Pose | None] = []
     mouth = MouthTrack()
     holds = []  # frame shows the same face-mesh landmarks as the previous one (a held image)
     prev = None
@@ -172,6 +172,7 @@ def _make_part(frames: WindowFrames, boxes, start, end, cfg, audio, threads, who
             if reuse:
                 pose, landmarks = whole.meshed[i]
             elif not same:
+                assert est is not None  # only a reused piece has no estimator
                 pose, landmarks = est(crop), est.landmarks
             else:
                 pose, landmarks = poses[-1], prev

@@ -41,7 +41,6 @@ from emokit.train.loss import DiffusionLoss
 from emokit.train.lr_schedule import set_lr
 from emokit.train.noise import load_scheduler, training_scheduler
 from emokit.train.precision import MIXED_PRECISION, resolve_mixed_precision
-from emokit.train.samples import SampleWriter
 from emokit.train.trackers import (
     TrackerError,
     check_installed,
@@ -231,6 +230,9 @@ def train(
     logger = _CsvLog(sdir / "log.csv", start) if main else None
     if trackers:
         acc.init_trackers("emokit", config=flat_config({"stage": stage, **as_dict(cfg)}))
+    # imported here: samples uses emokit.generate, which imports emokit.train (no import cycle)
+    from emokit.train.samples import SampleWriter
+
     sampler = SampleWriter.for_stage(cfg, clips, res, want, scheduler, stage, sdir, log) if main else None
 
     def info(step: int, finished: bool) -> dict[str, Any]:
