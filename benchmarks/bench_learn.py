@@ -18,8 +18,9 @@ metrics), and the Pearson correlation of the per-frame mouth opening (emokit.dat
 inner-lip gap / eye-corner distance; frames are upscaled x4 for the face mesh, and the table's
 first line shows how much mouth signal survives that resolution on the real frames). Per-clip PSNR
 of the trained video shows whether quality degrades clip by clip (errors fed back through motion
-frames). The audio model is a RANDOM tiny wav2vec (no weights can be downloaded here): its tokens
-are a fixed random function of the waveform, so any lip sync the model learns comes from that.
+frames). The audio tokens are weight-free log-mel features (emokit.data.logmel, ``--audio-model
+logmel``, as pipelines/learn.toml labels): no wav2vec weights can be downloaded here, and a random
+wav2vec's tokens carry no mouth signal (``--audio-model random-wav2vec`` shows it).
 
 Targets (issue 13): trained mouth correlation >= 0.5 and >= (c) + 0.3; PSNR >= (b) + 3 dB and
 >= (a) + 10 dB; no degradation from the first clip to the last.
