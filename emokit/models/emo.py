@@ -53,9 +53,9 @@ class EMOModel(nn.Module):
         self.backbone = UNet2DConditionModel(**config.unet_kwargs())
         self.reference_net = UNet2DConditionModel(**config.unet_kwargs())
         self.temporal = TemporalLayers(self.backbone, config)
-        self.face_locator = FaceLocator(config)
-        self.audio_proj = AudioProjection(config)
-        self.speed_encoder = SpeedEncoder(config)
+        self.face_locator = FaceLocator(**config.fields_of(config.FACE_LOCATOR_FIELDS))
+        self.audio_proj = AudioProjection(**config.fields_of(config.AUDIO_PROJ_FIELDS))
+        self.speed_encoder = SpeedEncoder(**config.fields_of(config.SPEED_ENCODER_FIELDS))
         install_reference_attention(self.backbone, self.reference_net, self._slot)
         self.temporal.attach(self.backbone, self.reference_net, self._slot)
 
