@@ -148,9 +148,12 @@ def parts_config(configs: dict[str, dict[str, Any]]) -> EMOConfig:
 
 
 def join_parts(parts: dict[str, ModelMixin]) -> EMOModel:
-    """An EMOModel made of ``parts`` (``split_model``'s keys), holding their tensors (no copy), with
-    reference-attention and the temporal hooks installed on them."""
+    """An EMOModel made of ``parts`` (``split_model``'s keys), holding their modules, with
+    reference-attention and the temporal hooks installed on them. Tensors are moved into
+    torch-allocated memory first (``from_pretrained`` leaves them at file offsets)."""
     config = parts_config({name: _config_of(part) for name, part in parts.items()})
+    for part in parts.values():
+        _own_memory(part)
     with torch.device("meta"):  # the modules are replaced by the parts right away
         model = EMOModel(config)
     backbone = parts["backbone"]
@@ -212,7 +215,6 @@ def load_parts(directory: str | Path, variant: str | None = None) -> EMOModel:
         except (OSError, ValueError) as e:
             reason = " ".join(str(e).split())[:300] or type(e).__name__
             raise CheckpointError(f"{folder}: cannot load {name} ({reason})") from None
-        _own_memory(part)
         parts[name] = part
     return join_parts(parts)
 

@@ -38,6 +38,16 @@ class PixelLatent(ModelMixin, ConfigMixin):
         config = cls.load_config(pretrained_model_name_or_path, subfolder=subfolder, **hub)
         return cls.from_config(config)
 
+    # No tensors to look at (diffusers' ModelMixin.device/dtype fail on a model without any): the
+    # transform works on whatever device and dtype its input has.
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         p = self.patch
         return rearrange(pixels, "b c (h p1) (w p2) -> b (c p1 p2) h w", p1=p, p2=p) * self.scale
