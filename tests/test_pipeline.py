@@ -149,3 +149,28 @@ def test_not_a_pipeline_folder_is_one_line_error(tmp_path):
     with pytest.raises(PipelineLoadError) as e:
         EMOPipeline.from_pretrained(tmp_path / "empty")
     assert "\n" not in str(e.value)
+
+
+def test_import_emokit_is_cheap_and_gives_the_api():
+    """``import emokit`` loads no torch; the public names resolve to the library's functions, and
+    ``emokit.train`` / ``emokit.evaluate`` stay functions after their packages are imported."""
+    code = (
+        "import sys, inspect, emokit\n"
+        "assert 'torch' not in sys.modules, 'import emokit loaded torch'\n"
+        "import emokit.train.checkpoint, emokit.evaluate.report\n"
+        "assert callable(emokit.train) and callable(emokit.evaluate), (emokit.train, emokit.evaluate)\n"
+        "for name in ('ingest', 'label', 'train', 'evaluate'):\n"
+        "    f = getattr(emokit, name)\n"
+        "    sig = inspect.signature(f)\n"
+        "    assert f.__doc__ and sig.return_annotation is not sig.empty, name\n"
+        "assert emokit.EMOPipeline.__name__ == 'EMOPipeline'\n"
+        "from emokit.train import checkpoint\n"
+        "print('ok')\n"
+    )
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    assert (root / "emokit" / "py.typed").is_file()

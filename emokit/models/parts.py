@@ -42,6 +42,7 @@ from emokit.models.pretrained import CheckpointError
 from emokit.models.speed import SpeedEncoder
 from emokit.models.temporal import TemporalLayers
 
+RAW_VARIANT = "raw"  # a finished stage's raw training weights, next to the EMA ones (the default files)
 COMPONENTS = ("vae", "reference_net", "backbone", "face_locator", "audio_proj", "speed_encoder")
 VAE_CLASSES: dict[str, type[ModelMixin]] = {"AutoencoderKL": AutoencoderKL, "PixelLatent": PixelLatent}
 _D = EMOConfig()
@@ -209,7 +210,7 @@ def load_parts(directory: str | Path, variant: str | None = None) -> EMOModel:
     parts: dict[str, ModelMixin] = {}
     for name in COMPONENTS:
         folder = directory / name
-        own = variant if variant is not None and any(folder.glob(f"*.{variant}.safetensors")) else None
+        own = variant if variant is not None and (folder / weights_file(variant)).is_file() else None
         try:
             part = part_class(directory, name).from_pretrained(folder, variant=own)
         except (OSError, ValueError) as e:
@@ -217,6 +218,11 @@ def load_parts(directory: str | Path, variant: str | None = None) -> EMOModel:
             raise CheckpointError(f"{folder}: cannot load {name} ({reason})") from None
         parts[name] = part
     return join_parts(parts)
+
+
+def weights_file(variant: str | None = None) -> str:
+    """diffusers' weight-file name of one component folder."""
+    return f"diffusion_pytorch_model{'' if variant is None else '.' + variant}.safetensors"
 
 
 def _own_memory(module: torch.nn.Module) -> None:

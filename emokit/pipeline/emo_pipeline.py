@@ -31,11 +31,13 @@ from emokit.data.wav2vec import AudioEncoder
 from emokit.generate.generator import GenerationResult, Generator, Speech
 from emokit.generate.portrait import Portrait
 from emokit.models import EMOModel
-from emokit.models.parts import COMPONENTS, join_parts, split_model
+from emokit.models.parts import COMPONENTS, RAW_VARIANT, join_parts, split_model
 
 _GEN = GenerateConfig()
 _LABEL = LabelConfig()
-RAW_VARIANT = "raw"  # training's raw weights next to the EMA ones (the default files) in a final folder
+
+
+__all__ = ["RAW_VARIANT", "EMOPipeline", "PipelineLoadError", "load_pipeline"]
 
 
 class PipelineLoadError(OSError):
@@ -221,3 +223,23 @@ class EMOPipeline(DiffusionPipeline):
         return gen.render(
             portrait, speech, steps=num_inference_steps, cfg=guidance_scale, seed=seed, speed=speed
         )
+
+
+def load_pipeline(source: str | Path, **kwargs: Any) -> EMOPipeline:
+    """The pipeline of a training run folder (its latest finished stage, checksums verified), of a
+    pipeline folder, or of a hub id; ``kwargs`` go to ``EMOPipeline.from_pretrained``. A run
+    finished before the pipeline layout (``final/model``) is wrapped in memory."""
+    from emokit.train import checkpoint as ckpt
+    from emokit.train.noise import load_scheduler
+
+    run = Path(source)
+    stage = ckpt.latest_finished_stage(run) if run.is_dir() else None
+    if stage is None:
+        return EMOPipeline.from_pretrained(source, **kwargs)
+    final = ckpt.final_checkpoint(run, stage)
+    assert final is not None  # latest_finished_stage found it
+    ckpt.verify_checkpoint(final)
+    if ckpt.is_pipeline(final):
+        return EMOPipeline.from_pretrained(final, **kwargs)
+    model = ckpt.load_for_inference(run, stage)
+    return EMOPipeline.from_model(model, load_scheduler(final), trained_stage=stage)
