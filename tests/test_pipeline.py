@@ -17,6 +17,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
+from emokit.config import LabelConfig
 from emokit.data.wav2vec import AudioEncoder, save_tiny_wav2vec
 from emokit.generate.generator import Generator, Speech
 from emokit.generate.portrait import load_portrait
@@ -45,12 +46,11 @@ def _model(config: EMOConfig) -> EMOModel:
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory) -> tuple[EMOModel, Path, AudioEncoder]:
+def saved(tmp_path_factory) -> tuple[EMOModel, Path, Path]:
     model = _model(EMOConfig.tiny())
     folder = tmp_path_factory.mktemp("pipe") / "emo"
     EMOPipeline.from_model(model, training_scheduler(), trained_stage=3).save_pretrained(folder)
-    encoder = AudioEncoder(save_tiny_wav2vec(tmp_path_factory.mktemp("w2v")))
-    return model, folder, encoder
+    return model, folder, save_tiny_wav2vec(tmp_path_factory.mktemp("w2v"))
 
 
 def _inputs(portraits: Path, audio_dir: Path):
@@ -60,14 +60,18 @@ def _inputs(portraits: Path, audio_dir: Path):
 
 
 def test_loaded_pipeline_renders_the_generators_frames_bit_equal(saved, portraits, audio_dir, tmp_path):
-    model, folder, encoder = saved
+    model, folder, w2v = saved
     portrait, speech = _inputs(portraits, audio_dir)
     alphas = training_scheduler().alphas_cumprod
+    lab = LabelConfig()  # the wav2vec settings Generator(run) and the pipeline both load with
+    encoder = AudioEncoder(
+        w2v, chunk_s=lab.audio_chunk_s, overlap_s=lab.audio_overlap_s, precision=lab.audio_precision
+    )
     gen = Generator.from_parts(model, alphas, encoder, frames=F, motion_frames=N, progress=False)
     expected = list(gen.render(portrait, speech, steps=2, cfg=2.5, seed=7, speed=1.0))
 
-    pipe = EMOPipeline.from_pretrained(folder)
-    pipe.set_audio_encoder(encoder)
+    pipe = EMOPipeline.from_pretrained(folder, audio_model=str(w2v))  # loaded on the first call
+    assert pipe.config.audio_model == str(w2v)
     got = list(pipe.frames(portrait, speech, 2, 2.5, 7, 1.0, frames=F, motion_frames=N, progress=False))
     assert len(got) == len(expected) == F + 3
     assert all(np.array_equal(a, b) for a, b in zip(got, expected))

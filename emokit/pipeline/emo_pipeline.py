@@ -17,6 +17,7 @@ the wav2vec encoder; nothing is computed twice and the frames are those of ``Gen
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from emokit.models import EMOModel
 from emokit.models.parts import COMPONENTS, RAW_VARIANT, join_parts, split_model
 
 _GEN = GenerateConfig()
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name, as the Hub spells repo ids
 _LABEL = LabelConfig()
 
 
@@ -233,6 +235,8 @@ def load_pipeline(source: str | Path, **kwargs: Any) -> EMOPipeline:
     from emokit.train.noise import load_scheduler
 
     run = Path(source)
+    if not run.exists() and not _HUB_ID.fullmatch(str(source)):
+        raise PipelineLoadError(f"checkpoint not found: {source} (neither a folder nor an org/name hub id)")
     stage = ckpt.latest_finished_stage(run) if run.is_dir() else None
     if stage is None:
         return EMOPipeline.from_pretrained(source, **kwargs)
