@@ -80,6 +80,10 @@ def test_three_stages_end_to_end(dataset, tmp_path):
     final = run / "stage3" / "final"
     assert sorted(p.parent.name for p in final.glob("*/*.raw.safetensors")) == ["backbone", "speed_encoder"]
     raw = load_checkpoint_model(final, ema=False)
+    from emokit.pipeline import EMOPipeline  # diffusers' own variant loading gives the same weights
+
+    via_diffusers = EMOPipeline.from_pretrained(final, variant="raw").model.state_dict()
+    assert all(torch.equal(via_diffusers[k], v) for k, v in raw.state_dict().items())
     params, raws = dict(load_for_inference(run).named_parameters()), dict(raw.named_parameters())
     differ = {n for n in params if not torch.equal(params[n], raws[n])}  # EMA moved them
     assert differ and differ <= _trainable_names(raw, 3)

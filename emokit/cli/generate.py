@@ -74,7 +74,7 @@ def generate_command(
             trained = inference_config(checkpoint)  # a run with no finished stage fails here
             stage = latest_finished_stage(checkpoint) or 1
         else:
-            pipe = load_pipeline(str(checkpoint))
+            pipe = load_pipeline(str(checkpoint), progress=not quiet)
             trained, stage = pipe.model.config, int(pipe.config.trained_stage)
         if speed is not None and stage < 3:
             # An error, not a warning: the user asked for a head speed this model cannot follow
@@ -96,7 +96,7 @@ def generate_command(
         )
         speech = Speech.load(audio)
         if pipe is None:
-            pipe = load_pipeline(checkpoint)
+            pipe = load_pipeline(checkpoint, progress=not quiet)
         pipe.to(device=device, dtype=resolve_dtype(dtype or g.dtype, torch.device(device)))
         pipe.set_audio_encoder(
             AudioEncoder(

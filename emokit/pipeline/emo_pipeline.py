@@ -227,10 +227,24 @@ class EMOPipeline(DiffusionPipeline):
         )
 
 
-def load_pipeline(source: str | Path, **kwargs: Any) -> EMOPipeline:
+def load_pipeline(source: str | Path, progress: bool = True, **kwargs: Any) -> EMOPipeline:
     """The pipeline of a training run folder (its latest finished stage, checksums verified), of a
     pipeline folder, or of a hub id; ``kwargs`` go to ``EMOPipeline.from_pretrained``. A run
-    finished before the pipeline layout (``final/model``) is wrapped in memory."""
+    finished before the pipeline layout (``final/model``) is wrapped in memory. ``progress=False``
+    hides diffusers' loading bar (a quiet command prints only its result or one error line)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    was_enabled = diffusers_logging.is_progress_bar_enabled()
+    if not progress:
+        diffusers_logging.disable_progress_bar()
+    try:
+        return _load_pipeline(source, **kwargs)
+    finally:
+        if was_enabled:
+            diffusers_logging.enable_progress_bar()
+
+
+def _load_pipeline(source: str | Path, **kwargs: Any) -> EMOPipeline:
     from emokit.train import checkpoint as ckpt
     from emokit.train.noise import load_scheduler
 
