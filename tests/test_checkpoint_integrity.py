@@ -68,9 +68,9 @@ def test_damaged_final_is_not_a_finished_stage(finished, tmp_path):
     ds, run = finished
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    weights = copy / "stage1" / "final" / "model" / "model.safetensors"
+    weights = copy / "stage1" / "final" / "backbone" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
-    with pytest.raises(CheckpointError, match="model.safetensors"):
+    with pytest.raises(CheckpointError, match="backbone/diffusion_pytorch_model.safetensors"):
         train(ds, copy, 1, CFG, workers=0, progress=False)
 
 
@@ -80,10 +80,10 @@ def test_corrupt_ema_and_nan_weights_are_one_line_naming_the_file(finished, tmp_
     copy = tmp_path / "run"
     shutil.copytree(finished[1], copy)
     final = copy / "stage1" / "final"
-    ema_path = final / "ema" / "ema.safetensors"
+    ema_path = final / "backbone" / "diffusion_pytorch_model.safetensors"  # EMA weights: the default
     good = ema_path.read_bytes()
     _damage(ema_path, at=len(good) // 2)  # 4 KB of random bytes inside the weights
-    with pytest.raises(CheckpointError, match="ema.safetensors") as e:
+    with pytest.raises(CheckpointError, match="backbone/diffusion_pytorch_model.safetensors") as e:
         load_for_inference(copy)
     assert "\n" not in str(e.value)
     ema_path.write_bytes(good)
@@ -93,6 +93,6 @@ def test_corrupt_ema_and_nan_weights_are_one_line_naming_the_file(finished, tmp_
     save_file(ema, ema_path)
     info = json.loads((final / INFO_FILE).read_text())
     (final / INFO_FILE).write_text(json.dumps({**info, "sha256": file_hashes(final)}))
-    with pytest.raises(CheckpointError, match=f"ema.safetensors: weight {name} has NaN"):
+    with pytest.raises(CheckpointError, match=f"diffusion_pytorch_model.safetensors: weight {name} has NaN"):
         load_for_inference(copy)
     assert torch.isfinite(load_for_inference(copy, ema=False).backbone.conv_in.weight).all()

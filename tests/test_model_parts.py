@@ -69,7 +69,7 @@ def test_speed_encoding_matches_the_formula() -> None:
 
 def test_speed_encoder_uses_the_formula_and_a_two_frame_window() -> None:
     torch.manual_seed(0)
-    enc = SpeedEncoder(CFG)
+    enc = SpeedEncoder(**CFG.fields_of(CFG.SPEED_ENCODER_FIELDS))
     speed = torch.tensor([[0.0, 0.5, 1.0, 2.0, 3.0, 0.2, 0.1]])
     codes = speed_encoding(speed, torch.tensor(CFG.speed_centres), torch.tensor(CFG.speed_radii))
     window = frame_window(codes, 2).flatten(2)
@@ -83,7 +83,7 @@ def test_speed_encoder_uses_the_formula_and_a_two_frame_window() -> None:
 
 def test_audio_projection_windows_layers_and_drops() -> None:
     torch.manual_seed(0)
-    proj = AudioProjection(CFG)
+    proj = AudioProjection(**CFG.fields_of(CFG.AUDIO_PROJ_FIELDS))
     audio = torch.randn(2, 6, CFG.audio_layers, CFG.audio_dim).half()  # wav2vec rows are float16
     assert proj(audio).abs().max() == 0  # starts as the "no audio" tokens
     with torch.no_grad():
@@ -101,7 +101,7 @@ def test_audio_projection_windows_layers_and_drops() -> None:
 
 def test_face_locator_maps_a_pixel_mask_to_the_latent_grid() -> None:
     torch.manual_seed(0)
-    loc = FaceLocator(CFG)
+    loc = FaceLocator(**CFG.fields_of(CFG.FACE_LOCATOR_FIELDS))
     mask = torch.zeros(1, 1, 64, 64)
     mask[..., 8:40, 24:56] = 1.0
     out = loc(mask)

@@ -8,7 +8,7 @@ from diffusers import MotionAdapter
 
 from emokit.models import EMOConfig, EMOModel, StageError, count_parameters
 
-# SD1.5 (runwayml/stable-diffusion-v1-5) as diffusers reports it
+# SD1.5 (stable-diffusion-v1-5/stable-diffusion-v1-5) as diffusers reports it
 SD15_UNET = 859_520_964
 SD15_VAE = 83_653_863
 

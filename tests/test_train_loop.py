@@ -75,10 +75,20 @@ def test_three_stages_end_to_end(dataset, tmp_path):
         assert torch.equal(start.vae.encoder.conv_in.weight, end.vae.encoder.conv_in.weight)
     again = train(dataset, run, 3, CFG, workers=0, progress=False)
     assert again.already_finished and again.step == 2
-    ema = load_file(run / "stage3" / "final" / "ema" / "ema.safetensors")
-    params = dict(load_for_inference(run).named_parameters())
-    assert set(ema) == _trainable_names(EMOModel.from_pretrained(run / "stage3/final/model"), 3)
-    assert all(torch.equal(params[n], t) for n, t in ema.items())
+    # the final folder is a pipeline: EMA weights by default, the raw ones as variant "raw" of the
+    # components that have EMA parameters (stage 3: backbone with its temporal modules, speed encoder)
+    final = run / "stage3" / "final"
+    assert sorted(p.parent.name for p in final.glob("*/*.raw.safetensors")) == ["backbone", "speed_encoder"]
+    raw = load_checkpoint_model(final, ema=False)
+    from emokit.pipeline import EMOPipeline  # diffusers' own variant loading gives the same weights
+
+    via_diffusers = EMOPipeline.from_pretrained(final, variant="raw").model.state_dict()
+    assert all(torch.equal(via_diffusers[k], v) for k, v in raw.state_dict().items())
+    params, raws = dict(load_for_inference(run).named_parameters()), dict(raw.named_parameters())
+    differ = {n for n in params if not torch.equal(params[n], raws[n])}  # EMA moved them
+    assert differ and differ <= _trainable_names(raw, 3)
+    default = load_file(final / "speed_encoder" / "diffusion_pytorch_model.safetensors")
+    assert torch.equal(default["mlp.0.weight"], params["speed_encoder.mlp.0.weight"])
     assert not load_for_inference(run).training
 
 

@@ -59,9 +59,11 @@ def _command(dataset, run) -> list[str]:
 
 
 def _weights(folder) -> dict[str, torch.Tensor]:
+    """Every weight file of a final (pipeline) folder: EMA defaults and raw variants, by file."""
     return {
-        **load_file(folder / "model" / "model.safetensors"),
-        **{f"ema.{k}": v for k, v in load_file(folder / "ema" / "ema.safetensors").items()},
+        f"{path.relative_to(folder)}:{k}": v
+        for path in sorted(folder.glob("*/diffusion_pytorch_model*.safetensors"))
+        for k, v in load_file(path).items()
     }
 
 

@@ -16,7 +16,11 @@ def generate_command(
     portrait: Annotated[Path, typer.Argument(help="Portrait image (any format Pillow reads).")],
     audio: Annotated[Path, typer.Argument(help="Speech or singing: any audio/video file with sound.")],
     checkpoint: Annotated[
-        Path, typer.Option("--checkpoint", help="Run folder from `emokit train` (-o RUN).")
+        Path,
+        typer.Option(
+            "--checkpoint",
+            help="Run folder from `emokit train` (-o RUN), an EMOPipeline folder or a hub id.",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output mp4 (written only when complete).")],
     steps: Annotated[
@@ -68,9 +72,11 @@ def generate_command(
     import torch
 
     from emokit.data.audio import AudioError
-    from emokit.generate.generator import Generator, Speech
+    from emokit.data.wav2vec import open_audio_encoder
+    from emokit.generate.generator import Speech, resolve_dtype
     from emokit.generate.portrait import load_portrait
     from emokit.generate.schedulers import check_scheduler_name
+    from emokit.pipeline import load_pipeline
     from emokit.train.checkpoint import inference_config, latest_finished_stage
 
     g, lab = recipe.generate, recipe.label
@@ -79,9 +85,15 @@ def generate_command(
     try:
         check_scheduler_name(scheduler or g.scheduler)  # a typo fails before anything loads
         # Cheap inputs first: a bad portrait or audio fails before the model loads. Portrait
-        # warnings (several faces, small face) are logged as they are found.
-        inference_config(checkpoint)  # a run with no finished stage fails here, in one line
-        stage = latest_finished_stage(checkpoint) or 1
+        # warnings (several faces, small face) are logged as they are found. A run folder is
+        # checked from its config files; a pipeline folder or hub id loads first.
+        pipe = None
+        if checkpoint.is_dir() and any(checkpoint.glob("stage*")):  # a run folder
+            trained = inference_config(checkpoint)  # a run with no finished stage fails here
+            stage = latest_finished_stage(checkpoint) or 1
+        else:
+            pipe = load_pipeline(str(checkpoint), progress=not quiet)
+            trained, stage = pipe.model.config, int(pipe.config.trained_stage)
         if speed is not None and stage < 3:
             # An error, not a warning: the user asked for a head speed this model cannot follow
             # (only stage 3 trains the speed layers); a video made without it would look like a
@@ -92,7 +104,6 @@ def generate_command(
                 code=2,
             )
         if not (size or g.size):  # 0 = the resolution the checkpoint was trained at
-            trained = inference_config(checkpoint)
             size = trained.sample_size * trained.vae_factor
         face = load_portrait(
             portrait,
@@ -102,28 +113,34 @@ def generate_command(
             min_confidence=lab.min_face_confidence,
         )
         speech = Speech.load(audio)
-        gen = Generator(
-            checkpoint,
-            device,
-            audio_model or lab.audio_model,
-            audio_layers=lab.audio_layers,
-            dtype=dtype or g.dtype,
+        if pipe is None:
+            pipe = load_pipeline(checkpoint, progress=not quiet)
+        pipe.to(device=device, dtype=resolve_dtype(dtype or g.dtype, torch.device(device)))
+        pipe.set_audio_encoder(
+            open_audio_encoder(
+                audio_model or lab.audio_model,
+                layers=lab.audio_layers,
+                device=device,
+                chunk_s=lab.audio_chunk_s,
+                overlap_s=lab.audio_overlap_s,
+                precision=lab.audio_precision,
+            )
+        )
+        r = pipe(
+            face,
+            speech,
+            out,
+            num_inference_steps=steps or g.steps,
+            guidance_scale=g.cfg if cfg is None else cfg,
+            seed=g.seed if seed is None else seed,
+            speed=g.speed if speed is None else speed,
             frames=g.frames,
             motion_frames=g.motion_frames,
             timestep_spacing=g.timestep_spacing,
             crf=g.crf,
             progress=not quiet,
             scheduler=scheduler or g.scheduler,
-        )
-        r = gen(
-            face,
-            speech,
-            out,
-            steps=steps or g.steps,
-            cfg=g.cfg if cfg is None else cfg,
             guidance=guidance or g.guidance,
-            seed=g.seed if seed is None else seed,
-            speed=g.speed if speed is None else speed,
         )
     except (ValueError, AudioError, OSError) as e:
         fail(" ".join(str(e).split()))

@@ -5,6 +5,7 @@ them, see ``window``; else edge-padded) of all ``audio_layers`` hidden
 states (EMO / Hallo), flattened and mapped by an MLP to ``audio_tokens`` tokens of the UNet's
 cross-attention width. The last layer starts at zero so the tokens begin equal to the "no audio"
 tokens (zeros): adding audio in stage 2 leaves the stage-1 model's output unchanged at first.
+A diffusers model: its constructor arguments (EMOConfig's names) are its ``config.json``.
 """
 
 from __future__ import annotations
@@ -12,28 +13,38 @@ from __future__ import annotations
 from typing import cast
 
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
 from torch import nn
 
-from emokit.models.config import EMOConfig
 from emokit.models.window import frame_window
 
 
-class AudioProjection(nn.Module):
+class AudioProjection(ModelMixin, ConfigMixin):
     """[b, f (+2·audio_window context), L, D] wav2vec tokens → [b, f, audio_tokens, width]."""
 
-    def __init__(self, config: EMOConfig) -> None:
+    @register_to_config
+    def __init__(
+        self,
+        audio_layers: int = 12,
+        audio_dim: int = 768,
+        audio_window: int = 2,
+        audio_hidden: int = 1024,
+        audio_tokens: int = 32,
+        cross_attention_dim: int = 768,
+    ) -> None:
         super().__init__()
-        self.window = config.audio_window
-        self.layers, self.dim = config.audio_layers, config.audio_dim
-        self.tokens, self.width = config.audio_tokens, config.cross_attention_dim
+        self.window = audio_window
+        self.layers, self.dim = audio_layers, audio_dim
+        self.tokens, self.width = audio_tokens, cross_attention_dim
         inputs = (2 * self.window + 1) * self.layers * self.dim
         self.mlp = nn.Sequential(
-            nn.Linear(inputs, config.audio_hidden),
+            nn.Linear(inputs, audio_hidden),
             nn.SiLU(),
-            nn.Linear(config.audio_hidden, config.audio_hidden),
+            nn.Linear(audio_hidden, audio_hidden),
             nn.SiLU(),
-            nn.Linear(config.audio_hidden, self.tokens * self.width),
+            nn.Linear(audio_hidden, self.tokens * self.width),
         )
         last = cast(nn.Linear, self.mlp[-1])
         nn.init.zeros_(last.weight)

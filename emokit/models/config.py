@@ -183,6 +183,46 @@ class EMOConfig:
             "scaling_factor": self.vae_scaling_factor,
         }
 
+    # Each emokit part's constructor takes the EMOConfig fields it uses, by the same names, so a part's
+    # config.json is a slice of this config and ``emokit.models.parts.join_parts`` reassembles it.
+    BACKBONE_FIELDS = (
+        "block_out_channels",
+        "down_block_types",
+        "up_block_types",
+        "layers_per_block",
+        "cross_attention_dim",
+        "attention_head_dim",
+        "norm_num_groups",
+        "sample_size",
+        "latent_channels",
+        "temporal_heads",
+        "temporal_norm_groups",
+        "temporal_max_frames",
+        "temporal_mid",
+        "speed_dim",
+    )
+    FACE_LOCATOR_FIELDS = ("latent_channels", "face_locator_channels")
+    AUDIO_PROJ_FIELDS = (
+        "audio_layers",
+        "audio_dim",
+        "audio_window",
+        "audio_hidden",
+        "audio_tokens",
+        "cross_attention_dim",
+    )
+    SPEED_ENCODER_FIELDS = (
+        "speed_centres",
+        "speed_radii",
+        "speed_window",
+        "speed_hidden",
+        "speed_tokens",
+        "speed_dim",
+    )
+
+    def fields_of(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The named fields as constructor arguments of one part (e.g. ``FACE_LOCATOR_FIELDS``)."""
+        return {name: getattr(self, name) for name in names}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

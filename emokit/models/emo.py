@@ -53,9 +53,9 @@ class EMOModel(nn.Module):
         self.backbone = UNet2DConditionModel(**config.unet_kwargs())
         self.reference_net = UNet2DConditionModel(**config.unet_kwargs())
         self.temporal = TemporalLayers(self.backbone, config)
-        self.face_locator = FaceLocator(config)
-        self.audio_proj = AudioProjection(config)
-        self.speed_encoder = SpeedEncoder(config)
+        self.face_locator = FaceLocator(**config.fields_of(config.FACE_LOCATOR_FIELDS))
+        self.audio_proj = AudioProjection(**config.fields_of(config.AUDIO_PROJ_FIELDS))
+        self.speed_encoder = SpeedEncoder(**config.fields_of(config.SPEED_ENCODER_FIELDS))
         install_reference_attention(self.backbone, self.reference_net, self._slot)
         self.temporal.attach(self.backbone, self.reference_net, self._slot)
 
@@ -73,7 +73,8 @@ class EMOModel(nn.Module):
         generator asks for a sample (training noise on the latent). The pixel latent is exact."""
         if isinstance(self.vae, PixelLatent):
             return self.vae.encode(pixels.to(self.dtype))
-        dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+        vae: AutoencoderKL = self.vae  # the KL VAE (mypy cannot narrow diffusers-based classes)
+        dist = vae.encode(pixels.to(vae.dtype)).latent_dist
         latents = dist.mean if generator is None else dist.sample(generator)
         return latents * self.config.vae_scaling_factor
 
@@ -81,8 +82,9 @@ class EMOModel(nn.Module):
         """Scaled latents [B,4,h,w] → pixels [B,3,8h,8w] in [-1,1]."""
         if isinstance(self.vae, PixelLatent):
             return self.vae.decode(latents).clamp(-1.0, 1.0)
-        z = latents.to(self.vae.dtype) / self.config.vae_scaling_factor
-        return self.vae.decode(z).sample.clamp(-1.0, 1.0)
+        vae: AutoencoderKL = self.vae
+        z = latents.to(vae.dtype) / self.config.vae_scaling_factor
+        return vae.decode(z).sample.clamp(-1.0, 1.0)
 
     # ---- ReferenceNet ----------------------------------------------------------------------
     def _run_reference_net(

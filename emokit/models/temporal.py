@@ -182,12 +182,25 @@ class TemporalLayers(nn.ModuleDict):
     def attach(
         self, backbone: UNet2DConditionModel, reference_net: UNet2DConditionModel, slot: ContextSlot
     ) -> None:
-        """Register every hook: temporal modules on the backbone, recorders on ReferenceNet."""
+        """Register every hook: temporal modules on the backbone, recorders on ReferenceNet.
+
+        Hooks an earlier ``attach`` left on these layers are removed first, so reassembling a model
+        from parts that already served one (``emokit.models.parts.join_parts``) runs each module once.
+        """
         for key, layer in temporal_sites(backbone, mid=self.mid).items():
+            _drop_hooks(layer)
             layer.register_forward_hook(_TemporalHook(key, self, slot))
         for key, layer in temporal_sites(reference_net, mid=self.mid).items():
+            _drop_hooks(layer)
             layer.register_forward_hook(_SiteRecorder(key, slot))
 
     def speed_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """(name, param) of the speed layers inside the temporal modules."""
         return [(n, p) for n, p in self.named_parameters() if ".speed." in f".{n}"]
+
+
+def _drop_hooks(layer: nn.Module) -> None:
+    """Remove the temporal hooks / site recorders registered on ``layer`` (others stay)."""
+    for handle, hook in list(layer._forward_hooks.items()):
+        if isinstance(hook, _TemporalHook | _SiteRecorder):
+            del layer._forward_hooks[handle]

@@ -4,8 +4,15 @@ Layout of one run (``RUN``)::
 
     RUN/stage{k}/step-00000500/   model/ (EMOModel.save_pretrained), ema/ema.safetensors,
                                   scheduler/, state.pt (optimizer + step), train.json
-    RUN/stage{k}/final/           the same minus state.pt, once the stage finished
+    RUN/stage{k}/final/           once the stage finished: an EMOPipeline folder (model_index.json,
+                                  one diffusers folder per component, scheduler/) + train.json
     RUN/stage{k}/log.csv          step, loss, lr, seconds
+
+A final folder's default weight files hold the EMA weights (what inference and the next stage use);
+components that have EMA parameters also keep the raw training weights as the diffusers variant
+``raw`` (``diffusion_pytorch_model.raw.safetensors``: ``EMOPipeline.from_pretrained(final,
+variant="raw")``, ``load_checkpoint_model(final, ema=False)``). Step folders keep the one-file model
+and the EMA subset: exact resume needs nothing else.
 
 A checkpoint folder is written under a hidden temp name and renamed into place, so a run killed at
 any moment leaves the previous checkpoint intact; older step folders are removed only after the new
@@ -19,11 +26,13 @@ before it (with a warning); a corrupt ``final`` is not taken as a finished stage
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +43,7 @@ from safetensors.torch import save_file
 # CheckpointError: one error type for every unusable checkpoint
 from emokit.data.atomic import fsync_dir
 from emokit.models import CheckpointError, EMOConfig, EMOModel, read_config
+from emokit.models.parts import RAW_VARIANT, load_parts, part_of, read_parts_config, split_model, weights_file
 from emokit.models.pretrained import load_tensors
 from emokit.train.noise import SCHEDULER_DIR
 
@@ -45,6 +55,7 @@ HASHES = "sha256"  # train.json key: relative path -> SHA-256 of every other fil
 STEP_PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
 MODEL_DIR, EMA_FILE, STATE_FILE, INFO_FILE = "model", "ema/ema.safetensors", "state.pt", "train.json"
+PIPELINE_INDEX = "model_index.json"  # diffusers' pipeline index: a final folder in the pipeline layout
 
 
 def stage_dir(run_dir: str | Path, stage: int) -> Path:
@@ -86,10 +97,13 @@ def write_checkpoint(
     tmp = dest.parent / f"{TMP_PREFIX}{dest.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / MODEL_DIR)
-    (tmp / EMA_FILE).parent.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, tmp / EMA_FILE)
-    scheduler.save_pretrained(tmp / SCHEDULER_DIR)
+    if dest.name == FINAL:
+        _write_pipeline(tmp, model, ema, scheduler, int(info.get("stage", 3)))
+    else:
+        model.save_pretrained(tmp / MODEL_DIR)
+        (tmp / EMA_FILE).parent.mkdir()
+        save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, tmp / EMA_FILE)
+        scheduler.save_pretrained(tmp / SCHEDULER_DIR)
     if state is not None:
         torch.save(state, tmp / STATE_FILE)
     info = {**info, HASHES: file_hashes(tmp)}
@@ -104,6 +118,37 @@ def write_checkpoint(
         os.replace(tmp, dest)
     fsync_dir(dest.parent)
     return dest
+
+
+def _write_pipeline(
+    folder: Path, model: EMOModel, ema: dict[str, torch.Tensor], scheduler: DDPMScheduler, stage: int
+) -> None:
+    """A finished stage as an EMOPipeline folder: EMA weights as the default files, the raw ones
+    as variant ``raw`` of the components that have EMA parameters."""
+    from emokit.pipeline import EMOPipeline  # the pipeline imports the generator, which imports us
+
+    parts = split_model(model)
+    for name in sorted({part_of(n) for n in ema}):
+        parts[name].save_pretrained(folder / name, variant=RAW_VARIANT)
+    with _ema_applied(model, ema):
+        EMOPipeline.from_model(model, scheduler, trained_stage=stage).save_pretrained(folder)
+
+
+@contextlib.contextmanager
+def _ema_applied(model: EMOModel, ema: dict[str, torch.Tensor]) -> Iterator[None]:
+    """``model`` with its EMA weights for the duration of the block, its own weights after."""
+    params = dict(model.named_parameters())
+    raw = {name: params[name].detach().clone() for name in ema if name in params}
+    apply_ema(model, ema)
+    try:
+        yield
+    finally:
+        apply_ema(model, raw)
+
+
+def is_pipeline(checkpoint: Path) -> bool:
+    """Whether a checkpoint folder is a finished stage in the EMOPipeline layout."""
+    return (checkpoint / PIPELINE_INDEX).is_file()
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -245,6 +290,13 @@ def apply_ema(model: EMOModel, ema: dict[str, torch.Tensor]) -> None:
 def load_checkpoint_model(checkpoint: Path, ema: bool = True) -> EMOModel:
     """The model of a checkpoint folder, with its EMA weights applied when ``ema``."""
     verify_checkpoint(checkpoint)
+    if is_pipeline(checkpoint):  # a finished stage: EMA weights are the default files
+        variant = None if ema else RAW_VARIANT
+        model = load_parts(checkpoint, variant=variant)
+        for name, part in split_model(model).items():
+            own = variant if (checkpoint / name / weights_file(variant)).is_file() else None
+            check_finite(dict(part.named_parameters()), checkpoint / name / weights_file(own))
+        return model
     model = EMOModel.from_pretrained(checkpoint / MODEL_DIR)
     check_finite(dict(model.named_parameters()), checkpoint / MODEL_DIR)
     if ema:
@@ -259,7 +311,7 @@ def inference_config(run_dir: str | Path) -> EMOConfig:
     stage = latest_finished_stage(run_dir)
     if stage is None or (final := final_checkpoint(run_dir, stage)) is None:
         raise CheckpointError(f"{run_dir}: no finished stage (run `emokit train ... --stage 1`)")
-    return read_config(final / MODEL_DIR)
+    return read_parts_config(final) if is_pipeline(final) else read_config(final / MODEL_DIR)
 
 
 def latest_finished_stage(run_dir: str | Path) -> int | None:
