@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from emokit.cli import app
 from emokit.config import TrainConfig
 from emokit.models import EMOConfig, EMOModel
 from emokit.train.accumulate import accumulate_gradients, micro_steps
+from emokit.train.checkpoint import load_checkpoint_model
 from emokit.train.dataset import ClipDataset, index_clips
 from emokit.train.loop import TrainError, step_seed, train
 from emokit.train.loss import DiffusionLoss
@@ -112,12 +112,17 @@ def _emulate(dataset, cfg: TrainConfig, micro: int, warmup: int) -> dict[str, to
     return {k: v.detach() for k, v in model.state_dict().items()}
 
 
+def _raw(final) -> dict[str, torch.Tensor]:
+    """The trained (not EMA) weights of a finished stage, by EMOModel name."""
+    return {k: v.detach() for k, v in load_checkpoint_model(final, ema=False).state_dict().items()}
+
+
 def test_grad_accum_and_warmup_one_step(dataset, tmp_path):
     """--grad-accum 3 --batch-size 1 with a 4-step warm-up: one optimizer step over samples 0-2
     (each with its own noise) at lr/4 — the step a batch of 3 takes."""
     cfg = dataclasses.replace(CFG, max_steps=1, grad_accum=3, warmup_steps=4)
     _run(dataset, tmp_path / "run", cfg)
-    trained = load_file(tmp_path / "run" / "stage1" / "final" / "model" / "model.safetensors")
+    trained = _raw(tmp_path / "run" / "stage1" / "final")
     expected = _emulate(dataset, cfg, 3, 4)
     one_micro = _emulate(dataset, cfg, 1, 4)  # what a loop that ignored accumulation would give
     for k, v in expected.items():
@@ -145,8 +150,8 @@ def test_resume_with_accumulation_is_exact(dataset, tmp_path):
     assert (tmp_path / "cut" / "stage1" / "step-00000002").is_dir()
     r = _run(dataset, tmp_path / "cut", cfg)
     assert (r.start_step, r.step) == (2, 4)
-    a = load_file(tmp_path / "whole" / "stage1" / "final" / "model" / "model.safetensors")
-    b = load_file(tmp_path / "cut" / "stage1" / "final" / "model" / "model.safetensors")
+    a = _raw(tmp_path / "whole" / "stage1" / "final")
+    b = _raw(tmp_path / "cut" / "stage1" / "final")
     assert all(torch.equal(a[k], b[k]) for k in a)
     whole, cut = _log(tmp_path / "whole"), _log(tmp_path / "cut")
     assert [r["lr"] for r in cut] == [r["lr"] for r in whole] == ["0.000333", "0.000667", "0.001", "0.001"]
@@ -206,8 +211,8 @@ def test_tensorboard_and_samples(dataset, tmp_path):
     assert sorted(_scalars(tmp_path / "run" / "tensorboard" / "stage2")["loss"]) == [1, 2]
 
     _run(dataset, tmp_path / "plain", CFG)  # no trackers, no samples: the same training
-    a = load_file(tmp_path / "run" / "stage1" / "final" / "model" / "model.safetensors")
-    b = load_file(tmp_path / "plain" / "stage1" / "final" / "model" / "model.safetensors")
+    a = _raw(tmp_path / "run" / "stage1" / "final")
+    b = _raw(tmp_path / "plain" / "stage1" / "final")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
