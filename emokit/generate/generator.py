@@ -27,10 +27,9 @@ from einops import rearrange
 from tqdm.auto import tqdm
 
 from emokit.config import GenerateConfig, LabelConfig
-from emokit.data.audio import load_audio
 from emokit.data.encode import Mp4Writer
 from emokit.data.logmel import LogMelEncoder, LogMelStream
-from emokit.data.wav2vec import SAMPLE_RATE, AudioEncoder, TokenStream, open_audio_encoder
+from emokit.data.wav2vec import AudioEncoder, TokenStream, open_audio_encoder
 from emokit.generate.portrait import Portrait, load_portrait
 from emokit.generate.sampler import Denoiser, cfg_denoiser, ddim_timesteps
 from emokit.generate.schedulers import (
@@ -40,6 +39,7 @@ from emokit.generate.schedulers import (
     schedule_config,
     scheduler_sample,
 )
+from emokit.generate.speech import FPS, MUX_SR, GenerateError, Speech
 from emokit.models import EMOModel, ReferenceFeatures
 from emokit.models.window import context_rows
 from emokit.train.checkpoint import final_checkpoint, latest_finished_stage, load_for_inference
@@ -47,37 +47,11 @@ from emokit.train.noise import PREDICTION_TYPES, load_scheduler
 
 log = logging.getLogger(__name__)
 
-FPS = 30
 DECODE_PIXELS_CPU = 4 * 512 * 512  # pixels per VAE decode call: 4 frames at 512²
 DECODE_PIXELS_CUDA = 12 * 512 * 512  # a whole EMO clip at 512² in one call
-MUX_SR = 48000  # the muxed audio track: full-band, whatever rate the model listens at
 GUIDANCE = ("both", "audio")  # what the unconditional branch of classifier-free guidance drops
 _GEN = GenerateConfig()
 _LABEL = LabelConfig()
-
-
-class GenerateError(ValueError):
-    """Settings or inputs generation cannot work with (one-line reason)."""
-
-
-@dataclass(frozen=True)
-class Speech:
-    """A speech track decoded once: 16 kHz for wav2vec, 48 kHz for the output's audio."""
-
-    wav16k: np.ndarray
-    mux: np.ndarray
-    seconds: float
-    frames: int  # video frames it needs at 30 FPS: ceil(seconds × 30)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Speech:
-        """Decode ``path``; raises ``AudioError`` (no audio stream, undecodable) with one line."""
-        wav = load_audio(path, sr=SAMPLE_RATE)
-        seconds = wav.size / SAMPLE_RATE
-        frames = -(-wav.size * FPS // SAMPLE_RATE)  # exact ceil(seconds × FPS) in integers
-        if frames == 0:
-            raise GenerateError(f"{Path(path).name}: the audio is empty")
-        return cls(wav, load_audio(path, sr=MUX_SR), seconds, frames)
 
 
 @dataclass(frozen=True)
