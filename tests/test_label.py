@@ -283,20 +283,25 @@ def test_inspect_writes_contact_sheet_pose_plot_and_table(labelled):
     assert "contact sheet:" in r.stdout
 
 
-def test_kept_face_region_gives_the_same_clip_as_whole_frames(videos, monkeypatch):
-    """Label keeps only a square around the first face of each frame; the clip must be exactly
-    what whole frames give, and a crop leaving the kept square must fall back to whole frames."""
-    from emokit.data import label_video
-
-    window = dict(
+def _speaker_a_window(videos, has_audio: bool) -> dict:
+    """A 3.5 s manifest row of the speaker_a talking head (1.0-4.5 s)."""
+    return dict(
         clip_id="w",
         source_path=str(videos / "speaker_a_25fps_1080x1920.mp4"),
         source_sha256="x",
         start_s=1.0,
         end_s=4.5,
         video_stream=0,
-        has_audio=True,
+        has_audio=has_audio,
     )
+
+
+def test_kept_face_region_gives_the_same_clip_as_whole_frames(videos, monkeypatch):
+    """Label keeps only a square around the first face of each frame; the clip must be exactly
+    what whole frames give, and a crop leaving the kept square must fall back to whole frames."""
+    from emokit.data import label_video
+
+    window = _speaker_a_window(videos, has_audio=True)
     cfg = LabelConfig(size=128)
     keeps = []
     real = label_video._label_decoded
@@ -323,15 +328,7 @@ def test_piece_with_the_window_crop_box_reuses_the_mesh_and_reads_the_same(video
     from emokit.data.pose import HeadPoseEstimator
     from emokit.data.track import track_main_face
 
-    window = dict(
-        clip_id="w",
-        source_path=str(videos / "speaker_a_25fps_1080x1920.mp4"),
-        source_sha256="x",
-        start_s=1.0,
-        end_s=4.5,
-        video_stream=0,
-        has_audio=False,
-    )
+    window = _speaker_a_window(videos, has_audio=False)
     cfg = LabelConfig(size=128)
     decoded = label_video._decode_and_detect(window, cfg, label_video.KEEP_FACE_SIDES, 1)
     frames = decoded.frames
