@@ -81,7 +81,10 @@ class LogMelEncoder:
         """Tokens [len(rows), 2, n_mels] float16 of these frame rows (past the audio: silence)."""
         wav = np.asarray(wav16k, dtype=np.float64).reshape(-1)
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        here, before, after = (self._logmel(wav, rows + d, fps) for d in (0, -1, 1))
+        # Each frame needs its own log-mel and its neighbours': one spectrum per distinct frame.
+        frames = np.unique(np.concatenate([rows - 1, rows, rows + 1]))
+        mel = self._logmel(wav, frames, fps)
+        here, before, after = (mel[np.searchsorted(frames, rows + d)] for d in (0, -1, 1))
         return np.stack([here, (after - before) / 2.0], axis=1).astype(np.float16)
 
     def __call__(self, wav16k: np.ndarray, num_frames: int, fps: float = 30) -> np.ndarray:

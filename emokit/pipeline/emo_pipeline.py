@@ -6,9 +6,10 @@ pipeline folder (``model_index.json`` + one folder per component, see ``emokit.m
 and ``variant`` all work as for any diffusers model, and calling the pipeline renders a video.
 
 Sampling itself is the Generator's (``emokit.generate.generator``): clip after clip, ReferenceNet
-once per clip, DDIM + classifier-free guidance, frames streamed to the mp4 writer so memory stays
-flat in audio length. The pipeline hands it the joined model, the scheduler's noise schedule and
-the wav2vec encoder; nothing is computed twice and the frames are those of ``Generator.from_parts``.
+once per clip, a diffusers scheduler (DDIM by default) + classifier-free guidance, frames streamed
+to the mp4 writer so memory stays flat in audio length. The pipeline hands it the joined model, the
+scheduler's noise schedule and the audio encoder (wav2vec or logmel); nothing is computed twice
+and the frames are those of ``Generator.from_parts``.
 
 ``model_index.json`` names emokit's classes by module (e.g. ``["emokit.models.parts",
 "EMOBackbone"]``); diffusers resolves such names from modules already imported, which importing
@@ -26,10 +27,9 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline
 from diffusers.models.modeling_utils import ModelMixin
-
-from emokit.config import GenerateConfig, LabelConfig
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from emokit.config import GenerateConfig, LabelConfig
 from emokit.data.logmel import LogMelEncoder
 from emokit.data.wav2vec import AudioEncoder, open_audio_encoder
 from emokit.generate.generator import GenerationResult, Generator, Speech
@@ -58,8 +58,8 @@ class EMOPipeline(DiffusionPipeline):
         result = pipe("me.jpg", "speech.wav", "me_talking.mp4", num_inference_steps=40)
 
     ``trained_stage``: the last EMO stage the weights went through (speed input needs 3);
-    ``audio_model`` / ``audio_layers``: the wav2vec2 model (hub id or folder) and hidden layers the
-    training data was labelled with, loaded when the pipeline is first called.
+    ``audio_model`` / ``audio_layers``: the audio model (wav2vec2 hub id or folder, or ``logmel``)
+    and hidden layers the training data was labelled with, loaded when the pipeline is first called.
     """
 
     model_cpu_offload_seq = "audio_proj->speed_encoder->face_locator->reference_net->backbone->vae"
