@@ -49,8 +49,9 @@ def test_dry_run_records_every_figure(dry_run: dict) -> None:
     # stage 1 is one frame per sample, stages 2-3 twelve (+ four motion frames through ReferenceNet)
     flops = {s: dry_run["train"][f"stage{s}"]["flops"]["flops_per_sample"] for s in (1, 2, 3)}
     assert flops[1] * 4 < flops[2] <= flops[3]
-    for name in ("emo", "fewer_1"):
+    for name in ("emo", "fewer_1", "unipc_2"):
         assert GEN_KEYS <= dry_run["generate"][name].keys()
+    assert dry_run["generate"]["unipc_2"]["scheduler"] == "unipc"
     assert dry_run["generate"]["fewer_1"]["steps"] < dry_run["generate"]["emo"]["steps"]
     flat = dry_run["flat_memory"]
     assert flat["long"]["audio_s"] > flat["short"]["audio_s"] and flat["long_complete"] is True

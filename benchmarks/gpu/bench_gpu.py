@@ -11,8 +11,8 @@ part, so a run stopped by the device's time limit still leaves the parts it fini
   matmuls measured on this H200; the datasheet says 989), peak memory (max_memory_allocated);
   and the stage-2 step on cached VAE latents (--cache-latents) against it at the same batch;
 - generation at EMO's settings (40 DDIM steps, CFG 3.5, 12 frames + 4 motion frames) and at
-  fewer DDIM steps (emokit's only sampler is DDIM; fewer steps is its faster setting): s/frame,
-  peak memory, MFU;
+  20 and 10 DDIM steps, and with UniPC at 10 steps (`--scheduler unipc`: on a trained run as close
+  to DDIM-40 as ~14 DDIM steps, BENCHMARKS.md "Samplers"): s/frame, peak memory, MFU;
 - flat memory: the same generator over 10 s and 60 s of audio (frames only, 1 DDIM step: memory
   does not depend on the step count);
 - the training reader: stage-2 samples/s (16 frames + reference decoded at 512²) with 4, 8 and 16
@@ -179,6 +179,33 @@ def generation(run: Run, media: Path, work: Path) -> dict:
             ),
             need_s=10,
         )
+    name, steps = s.fast_solver  # the same measurement with a multistep solver in place of DDIM
+
+    def fast() -> dict:
+        from emokit.generate.schedulers import make_scheduler
+
+        ddim, gen.scheduler = (
+            gen.scheduler,
+            make_scheduler(name, gen.scheduler.config, gen.prediction_type, gen.spacing),
+        )
+        try:
+            r = measure(
+                gen,
+                portrait,
+                clip_audio,
+                steps,
+                s.cfg,
+                clips=s.gen_clips,
+                count_flops=True,
+                peak_tflops=s.peak_tflops,
+                deadline=run.budget.deadline,
+                reset_rss=True,
+            )
+        finally:
+            gen.scheduler = ddim
+        return with_peak({**r, "scheduler": name})
+
+    run.part(f"generate/{name}_{steps}", fast, need_s=10)
     return ctx
 
 

@@ -38,7 +38,7 @@ def tables(results: dict) -> str:
         )
     lines += [
         "",
-        "| generation | DDIM steps | CFG | frames | s/frame | peak GiB | MFU |",
+        "| generation | steps | CFG | frames | s/frame | peak GiB | MFU |",
         "|---|---|---|---|---|---|---|",
     ]
     for part in ("generate", "flat_memory"):

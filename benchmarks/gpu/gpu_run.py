@@ -36,6 +36,7 @@ class Settings:
     motion_frames: int = 4
     cfg: float = 3.5
     flat_steps: int = 1
+    fast_solver: tuple[str, int] = ("unipc", 10)  # emokit's faster named setting (BENCHMARKS "Samplers")
     peak_tflops: float = 790.0
     stages: tuple[int, ...] = (2, 1, 3)  # stage 2 first: the figure the targets are about
 
@@ -43,7 +44,22 @@ class Settings:
 FULL = Settings(
     "sd15", "cuda", True, 5, 2, {1: 64, 2: 16, 3: 16}, (40, 20, 10), 2, (10, 60), (4, 8, 16), 48, 420, 20
 )
-DRY = Settings("tiny", "cpu", False, 2, 1, {1: 2, 2: 2, 3: 2}, (2, 1), 1, (1, 2), (0, 1), 3, 60, 60)
+DRY = Settings(
+    "tiny",
+    "cpu",
+    False,
+    2,
+    1,
+    {1: 2, 2: 2, 3: 2},
+    (2, 1),
+    1,
+    (1, 2),
+    (0, 1),
+    3,
+    60,
+    60,
+    fast_solver=("unipc", 2),
+)
 
 
 class Budget:
