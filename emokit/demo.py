@@ -9,6 +9,7 @@ weight-free log-mel features instead (emokit.data.logmel, pipelines/learn.toml);
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
@@ -104,7 +105,8 @@ def main() -> None:
     emokit("ingest", str(videos[0]), "-o", str(speaker), "-q")
     print("The speaker's clip is labelled with --audio-model logmel: log-mel speech features, no weights.")
     emokit("label", str(speaker), "--config", str(LEARN_RECIPE), "--size", "128", "-q")
-    run = out / "run-tiny-face"
+    # one run folder per recipe text: a changed learn.toml trains afresh instead of being refused
+    run = out / f"run-tiny-face-{hashlib.sha256(LEARN_RECIPE.read_bytes()).hexdigest()[:8]}"
     for stage, minutes in zip((1, 2, 3), STAGE_MINUTES):
         emokit(
             "train",

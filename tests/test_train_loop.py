@@ -75,6 +75,14 @@ def test_three_stages_end_to_end(dataset, tmp_path):
         assert torch.equal(start.vae.encoder.conv_in.weight, end.vae.encoder.conv_in.weight)
     again = train(dataset, run, 3, CFG, workers=0, progress=False)
     assert again.already_finished and again.step == 2
+    # a finished stage is not handed back under another recipe; how long and how often it logs may change
+    longer = dataclasses.replace(CFG, max_steps=5, log_every=3, gradient_checkpointing=False)
+    assert train(dataset, run, 3, longer, workers=0, progress=False).already_finished
+    other = dataclasses.replace(CFG, lr=CFG.lr * 2, mouth_loss_weight=20.0)
+    with pytest.raises(
+        ValueError, match=r"trained with other settings \(lr .* → .*; mouth_loss_weight 1.0 → 20.0\)"
+    ):
+        train(dataset, run, 3, other, workers=0, progress=False)
     # the final folder is a pipeline: EMA weights by default, the raw ones as variant "raw" of the
     # components that have EMA parameters (stage 3: backbone with its temporal modules, speed encoder)
     final = run / "stage3" / "final"

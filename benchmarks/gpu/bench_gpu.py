@@ -159,48 +159,33 @@ def generation(run: Run, media: Path, work: Path) -> dict:
         return ctx
     gen, portrait, speech = ctx["gen"], ctx["portrait"], ctx["speech"]
     clip_audio = fit_length(speech, s.gen_clips * s.frames / FPS)
+
+    def timed(steps: int) -> dict:
+        return measure(
+            gen,
+            portrait,
+            clip_audio,
+            steps,
+            s.cfg,
+            clips=s.gen_clips,
+            count_flops=True,
+            peak_tflops=s.peak_tflops,
+            deadline=run.budget.deadline,
+            reset_rss=True,
+        )
+
     for i, steps in enumerate(s.gen_steps):
         name = "emo" if i == 0 else f"fewer_{i}"
-        run.part(
-            f"generate/{name}",
-            lambda steps=steps: with_peak(
-                measure(
-                    gen,
-                    portrait,
-                    clip_audio,
-                    steps,
-                    s.cfg,
-                    clips=s.gen_clips,
-                    count_flops=True,
-                    peak_tflops=s.peak_tflops,
-                    deadline=run.budget.deadline,
-                    reset_rss=True,
-                )
-            ),
-            need_s=10,
-        )
+        run.part(f"generate/{name}", lambda steps=steps: with_peak(timed(steps)), need_s=10)
     name, steps = s.fast_solver  # the same measurement with a multistep solver in place of DDIM
 
     def fast() -> dict:
         from emokit.generate.schedulers import make_scheduler
 
-        ddim, gen.scheduler = (
-            gen.scheduler,
-            make_scheduler(name, gen.scheduler.config, gen.prediction_type, gen.spacing),
-        )
+        ddim = gen.scheduler
+        gen.scheduler = make_scheduler(name, ddim.config, gen.prediction_type, gen.spacing)
         try:
-            r = measure(
-                gen,
-                portrait,
-                clip_audio,
-                steps,
-                s.cfg,
-                clips=s.gen_clips,
-                count_flops=True,
-                peak_tflops=s.peak_tflops,
-                deadline=run.budget.deadline,
-                reset_rss=True,
-            )
+            r = timed(steps)
         finally:
             gen.scheduler = ddim
         return with_peak({**r, "scheduler": name})

@@ -334,3 +334,45 @@ def load_for_inference(run_dir: str | Path, stage: int | None = None, ema: bool 
             f"{run_dir} has no finished {what} (train with `emokit train DATASET --stage 1 -o {run_dir}`)"
         )
     return load_checkpoint_model(checkpoint, ema=ema).eval()
+
+
+# Settings a run may change when it resumes or reruns a finished stage: how long and how often it
+# logs or saves, and memory/speed-only switches. Every other TrainConfig field changes what is learned.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "max_steps",
+        "checkpoint_every",
+        "log_every",
+        "log_with",
+        "sample_every",
+        "sample_steps",
+        "sample_frames",
+        "gradient_checkpointing",
+    }
+)
+
+
+def recipe_changes(info: dict[str, Any], train_config: dict[str, Any]) -> list[str]:
+    """What ``train_config`` changes against the settings a checkpoint was trained with ("key
+    old → new"), ignoring RESUMABLE_CHANGES and keys one side does not know (older runs): a finished
+    stage or a resume under another recipe would otherwise hand back weights that recipe never made."""
+    saved = info.get("train_config") or {}
+    return [
+        f"{k} {saved[k]!r} → {v!r}"
+        for k, v in train_config.items()
+        if k in saved and k not in RESUMABLE_CHANGES and _norm(saved[k]) != _norm(v)
+    ]
+
+
+def check_recipe(checkpoint: Path | None, train_config: dict[str, Any]) -> None:
+    """Refuse to resume or rerun ``checkpoint`` (None: nothing to check) under other settings."""
+    changes = recipe_changes(read_info(checkpoint), train_config) if checkpoint else []
+    if changes:
+        raise CheckpointError(
+            f"{checkpoint} was trained with other settings ({'; '.join(changes)}): train into a new "
+            "-o folder, or rerun with the settings it was trained with"
+        )
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, (list, tuple)) else v

@@ -116,6 +116,8 @@ def train(
     run_dir, t0 = Path(run_dir), time.perf_counter()
     sdir = ckpt.stage_dir(run_dir, stage)
     final = ckpt.verified_final(run_dir, stage)  # a damaged final is no finished stage
+    resume = None if final is not None else ckpt.latest_usable_checkpoint(sdir)
+    ckpt.check_recipe(final or resume, as_dict(cfg))
     if final is not None:
         done = ckpt.read_info(final)
         if int(os.environ.get("RANK", "0")) == 0:  # a kill right after `final` left step folders
@@ -135,7 +137,6 @@ def train(
             main=int(os.environ.get("RANK", "0")) == 0,
         )
 
-    resume = ckpt.latest_usable_checkpoint(sdir)
     start = ckpt.read_info(resume)["step"] if resume else 0
     trackers = make_trackers(parse_log_with(cfg.log_with), run_dir, stage, start)
     acc = _accelerator(device, cfg, trackers)
