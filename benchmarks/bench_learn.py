@@ -242,10 +242,14 @@ def main() -> None:
     signal = mouth_correlation(mouth(real), mouth_opening_series(list(full_res)))
 
     def score(frames: np.ndarray) -> dict:
+        opening = mouth(frames)
+        both = np.isfinite(opening) & np.isfinite(real_mouth)
         return {
             "psnr_db": psnr(frames, real),
             "ssim": ssim(frames, real),
-            "mouth_corr": mouth_correlation(mouth(frames), real_mouth),
+            "mouth_corr": mouth_correlation(opening, real_mouth),
+            # how far the mouth moves vs the real one (a correct but timid mouth reads < 1)
+            "mouth_std_ratio": float(opening[both].std() / real_mouth[both].std()) if both.any() else None,
         }
 
     per_seed = {name: [score(f) for f in fs] for name, fs in runs.items()}
@@ -284,6 +288,8 @@ def main() -> None:
             + " / ".join(f"{r['mouth_corr'] or 0:.2f}" for r in scores)
             + ", PSNR "
             + " / ".join(f"{r['psnr_db']:.2f}" for r in scores)
+            + ", mouth std / real "
+            + " / ".join(f"{r['mouth_std_ratio'] or 0:.2f}" for r in scores)
         )
     print("per-clip PSNR (trained, first seed): " + " ".join(f"{p:.1f}" for p in per_clip))
     for name, ok in checks.items():

@@ -355,3 +355,34 @@ def test_piece_with_the_window_crop_box_reuses_the_mesh_and_reads_the_same(video
     np.testing.assert_array_equal(reused.mouth, fresh.mouth)
     np.testing.assert_array_equal(reused.looks, fresh.looks)
     assert (reused.held_frac, reused.hands_frac, reused.mp4) == (fresh.held_frac, fresh.hands_frac, fresh.mp4)
+
+
+_THREADS_PROBE = """
+import sys, torch
+from pathlib import Path
+from emokit.config import LabelConfig
+from emokit.data.ingest import ingest
+from emokit.data.label import label
+torch.set_num_threads(int(sys.argv[3]))  # as bench_learn does, before any torch work
+ingest([Path(sys.argv[1])], Path(sys.argv[2]), workers=1, progress=False)
+summary = label(Path(sys.argv[2]), LabelConfig(size=64, audio_model="logmel"), workers=1, progress=False)
+print(summary.shards_written, torch.get_num_threads())
+"""
+
+
+def test_label_leaves_the_callers_torch_threads_as_they_were(videos, tmp_path):
+    """label() caps torch's threads for its audio model in its loader thread, and torch keeps that
+    count process-wide for every thread that has not run torch work yet: a caller that set 1 thread
+    and then trained (bench_learn) ran its matrix products on label's count instead (two such runs
+    on 2 cores went 3-5x slower). label() puts the caller's count back. A fresh process, since
+    this one's main thread has long fixed its count."""
+    caller = (os.cpu_count() or 1) + 3  # a count label() would never choose itself
+    probe = [sys.executable, "-c", _THREADS_PROBE, str(videos / "speaker_d_25fps_410x412.mp4")]
+    r = subprocess.run(
+        [*probe, str(tmp_path / "ds"), str(caller)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-2:] == ["1", str(caller)]

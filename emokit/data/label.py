@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections import Counter, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -96,6 +97,14 @@ class _AudioStage:
         self.cfg = cfg
         self.syncnet = syncnet  # a loaded emokit.data.syncnet.SyncNet, or None (mouth-motion sync)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="emokit-wav2vec")
+        # _load caps torch's threads in the pool thread, and torch keeps that count process-wide
+        # for every thread that has not run torch work yet (its main thread included): close()
+        # puts the caller's back, or label() called as a library (bench_learn) would leave the
+        # caller's later matrix products on label's thread count instead of the one it chose.
+        # Only a caller that has imported torch can have chosen one (not imported here: the
+        # import stays in the pool thread, beside the workers' start).
+        torch = sys.modules.get("torch")
+        self._caller_threads: int | None = torch.get_num_threads() if needed and torch else None
         # Not loaded at all when no window has audio (no hub lookups for silent datasets).
         self._encoder: Future | None = self._pool.submit(self._load, device, threads) if needed else None
 
@@ -147,6 +156,11 @@ class _AudioStage:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._caller_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._caller_threads)
+            self._caller_threads = None
 
 
 def _syncnet_label(net, row: dict[str, Any], off: int, audio: np.ndarray, fps: int) -> None:
