@@ -97,7 +97,7 @@ class GenerateConfig:
     size: int = 0  # output side in pixels; 0 = the checkpoint's training resolution (sd15: 512)
     speed: float = 0.5  # head rotation velocity fed to the speed layers, degrees per frame
     seed: int = 0
-    scheduler: str = "ddim"  # sampler: ddim (EMO), dpmpp (DPM-Solver++), unipc or euler
+    scheduler: str = "ddim"  # sampler: ddim (EMO), ddpm (ancestral), dpmpp (DPM-Solver++), unipc, euler
     timestep_spacing: str = "trailing"  # DDIM steps start at t = T-1 ("leading": diffusers default)
     dtype: str = "auto"  # "auto" = bfloat16 on CUDA, float32 on CPU; or float32/float16/bfloat16
     crf: int = 18

@@ -28,7 +28,11 @@ def generate_command(
     ] = None,
     scheduler: Annotated[
         str | None,
-        typer.Option("--scheduler", help="ddim (EMO, default), dpmpp (DPM-Solver++), unipc or euler."),
+        typer.Option(
+            "--scheduler",
+            help="ddim (EMO, default), ddpm (ancestral: fresh noise every step), dpmpp (DPM-Solver++), "
+            "unipc or euler.",
+        ),
     ] = None,
     cfg: Annotated[
         float | None, typer.Option("--cfg", help="Classifier-free guidance scale (1 = off).")

@@ -1,4 +1,4 @@
-"""Sampling with any diffusers scheduler: DDIM (EMO's), DPM-Solver++, UniPC or Euler.
+"""Sampling with any diffusers scheduler: DDIM (EMO's), ancestral DDPM, DPM-Solver++, UniPC or Euler.
 
 The run's training schedule (a ``DDPMScheduler`` saved next to every checkpoint) fixes the betas
 and what the model predicts; a sampling scheduler is built from that config with
@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from diffusers import (
     DDIMScheduler,
+    DDPMScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
     UniPCMultistepScheduler,
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     # EMO's sampler; set_alpha_to_one: the last step lands on the clean sample (as ddim_sample).
     "ddim": (DDIMScheduler, {"set_alpha_to_one": True, "clip_sample": False, "thresholding": False}),
+    # Ancestral DDPM (DDIM with eta = 1): each step draws fresh noise from the seed's generator.
+    # It forgets the starting noise, which on the tiny demo model lets the audio move the mouth
+    # further than DDIM's ODE does at the same 10 steps (BENCHMARKS.md, "Learning").
+    "ddpm": (DDPMScheduler, {"variance_type": "fixed_small", "clip_sample": False, "thresholding": False}),
     # DPM-Solver++ (2M): multistep, data prediction, similar quality in ~20 steps.
     "dpmpp": (
         DPMSolverMultistepScheduler,
@@ -44,6 +49,8 @@ SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     # variance, so the model sees what it was trained on, and the step is DDIM's up to σ_T = 4096.
     "euler": (EulerDiscreteScheduler, {}),
 }
+# samplers whose output is a draw, not the deterministic solution of the probability-flow ODE
+STOCHASTIC = frozenset({"ddpm"})
 SPACINGS = ("leading", "trailing", "linspace")
 
 
