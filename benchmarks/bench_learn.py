@@ -164,7 +164,8 @@ def main() -> None:
     ap.add_argument("--budget-min", type=float, default=24.0, help="training wall-clock budget, all stages")
     ap.add_argument("--split", default="0.35,0.55,0.10", help="budget share of stages 1,2,3")
     ap.add_argument("--seconds", type=float, default=4.0, help="length of the generated videos")
-    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the recipe's)")
+    ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the recipe's)")
+    ap.add_argument("--scheduler", default=None, help="ddim, ddpm, dpmpp, ... (default: the recipe's)")
     ap.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the recipe's)")
     ap.add_argument("--guidance", default=None, help="both or audio: what CFG drops (default: the recipe's)")
     ap.add_argument("--recipe", type=Path, default=RECIPE)
@@ -189,6 +190,7 @@ def main() -> None:
     steps = args.steps or recipe.generate.steps
     scale = args.cfg or recipe.generate.cfg
     drops = args.guidance or recipe.generate.guidance
+    sampler = args.scheduler or recipe.generate.scheduler
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
@@ -213,6 +215,7 @@ def main() -> None:
         motion_frames=recipe.generate.motion_frames,
         progress=False,
         prediction_type=kind,
+        scheduler=sampler,
     )
     trained = Generator.from_parts(model, alphas, encoder, "cpu", **common)
     with torch.random.fork_rng(devices=[]):
@@ -270,7 +273,7 @@ def main() -> None:
         "PSNR >= (a) + 10 dB": t["psnr_db"] >= a["psnr_db"] + 10,
         "last clip PSNR >= first - 1 dB": per_clip[-1] >= per_clip[0] - 1,
     }
-    print(f"\n{args.video.name}: {n} frames at {size} px, DDIM {steps} steps, cfg {scale} (drops {drops})")
+    print(f"\n{args.video.name}: {n} frames at {size} px, {sampler} {steps} steps, cfg {scale} ({drops})")
     for s in stages:
         print(f"  stage {s['stage']}: {s['steps']} steps, {s['seconds']:.0f} s")
     print(
@@ -308,6 +311,7 @@ def main() -> None:
                     "per_clip_psnr": per_clip,
                     "checks": checks,
                     "signal": signal,
+                    "sampler": {"scheduler": sampler, "steps": steps, "cfg": scale, "guidance": drops},
                 },
                 indent=2,
                 default=lambda x: None if isinstance(x, float) and math.isnan(x) else x,
