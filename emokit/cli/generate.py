@@ -119,7 +119,16 @@ def generate_command(
         speech = Speech.load(audio)
         if pipe is None:
             pipe = load_pipeline(checkpoint, progress=not quiet)
-        pipe.to(device=device, dtype=resolve_dtype(dtype or g.dtype, torch.device(device)))
+        from diffusers.utils import logging as diffusers_logging
+
+        # diffusers 0.42 warns "modules that should be kept in float32: []" on every dtype cast,
+        # even with no such module (five lines per generate): errors only while casting.
+        level = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()
+        try:
+            pipe.to(device=device, dtype=resolve_dtype(dtype or g.dtype, torch.device(device)))
+        finally:
+            diffusers_logging.set_verbosity(level)
         pipe.set_audio_encoder(
             open_audio_encoder(
                 audio_model or lab.audio_model,
