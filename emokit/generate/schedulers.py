@@ -35,8 +35,8 @@ SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     # EMO's sampler; set_alpha_to_one: the last step lands on the clean sample (as ddim_sample).
     "ddim": (DDIMScheduler, {"set_alpha_to_one": True, "clip_sample": False, "thresholding": False}),
     # Ancestral DDPM (DDIM with eta = 1): each step draws fresh noise from the seed's generator.
-    # It forgets the starting noise, which on the tiny demo model lets the audio move the mouth
-    # further than DDIM's ODE does at the same 10 steps (BENCHMARKS.md, "Learning").
+    # Its output is a draw, not the ODE's image of x_T; on pipelines/learn.toml's tiny model it
+    # is +0.16-0.18 dB over DDIM at 10 steps, the mouth alike (BENCHMARKS.md, "Learning").
     "ddpm": (DDPMScheduler, {"variance_type": "fixed_small", "clip_sample": False, "thresholding": False}),
     # DPM-Solver++ (2M): multistep, data prediction, similar quality in ~20 steps.
     "dpmpp": (
