@@ -122,7 +122,7 @@ def generate_command(
         from diffusers.utils import logging as diffusers_logging
 
         # diffusers 0.42 warns "modules that should be kept in float32: []" on every dtype cast,
-        # even with no such module (five lines per generate): errors only while casting.
+        # even with no such module (a line per component, six per generate): errors only while casting.
         level = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()
         try:
