@@ -80,6 +80,9 @@ class TrainConfig:
     mouth_loss_weight: float = 1.0  # loss weight inside the mouth region of the face box
     audio_lr_scale: float = 1.0  # lr multiplier of audio projection + audio-attention (stage 2)
     motion_noise: float = 0.0  # std of Gaussian noise on motion-frame latents in training
+    # stage 2: "zero_tokens" (the audio projection's last layer at zero) or "zero_output" (tokens
+    # non-zero, audio-attention to_out weights at zero); emokit/models/stages.py open_audio_path
+    audio_start: str = "zero_tokens"
     # What the model predicts (emokit/train/noise.py): EMO/SD1.5 use "epsilon"; a model trained from
     # scratch learns faster with "v_prediction" and a zero terminal SNR. Stage 1 fixes it for a run.
     prediction_type: str = "epsilon"

@@ -100,3 +100,12 @@ def test_learn_recipe_and_time_limit(tmp_path, videos):
     assert r2.step == 1
     model = load_for_inference(tmp_path / "run")
     assert model.config.latent == "pixel" and model.config.sample_size * model.config.vae_factor == 64
+    # audio_start: one AdamW step from the zero-token start leaves the projection's last layer
+    # near zero (~lr); the zero-output start draws it at nn.Linear's init scale (1/sqrt(fan_in))
+    for start in ("zero_tokens", "zero_output"):
+        cfg2 = dataclasses.replace(cfg, audio_start=start)
+        train(dataset, tmp_path / start, 1, cfg2, workers=0, progress=False, time_limit_s=0.0)
+        train(dataset, tmp_path / start, 2, cfg2, workers=0, progress=False, time_limit_s=0.0)
+        last = load_for_inference(tmp_path / start, ema=False).audio_proj.mlp[-1].weight
+        big = last.abs().mean() > 0.2 * last.shape[1] ** -0.5
+        assert big == (start == "zero_output"), (start, float(last.abs().mean()))

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from emokit.models import EMOConfig, EMOModel, InputShapeError
+from emokit.models.stages import group_parameters, open_audio_path
 
 CFG = EMOConfig.tiny()
 B, F, N, H = 2, 3, 4, 8  # clips, frames, motion frames, latent side (64 px)
@@ -239,3 +240,47 @@ def test_repeated_reference_features_serve_a_cfg_batch(model: EMOModel, inputs: 
     torch.testing.assert_close(
         out[1:], run(model, one, drop_reference=torch.tensor([True])), rtol=1e-5, atol=1e-5
     )
+
+
+def _audio_grads(model: EMOModel, x: dict) -> dict[str, float]:
+    """|grad| summed per kind of audio parameter after one backward pass in stage 2."""
+    model.set_stage(2)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    ref = model.reference(x["ref"], x["motion"])
+    model(x["noisy"], x["timesteps"], ref, x["audio"], x["face_mask"], x["speed"]).square().mean().backward()
+    sums: dict[str, float] = {}
+    kinds = {"mlp.0.": "proj_first", "mlp.4.": "proj_last", "attn2.to_out.0.weight": "out", "attn2.to_k": "k"}
+    params = [*group_parameters(model, "audio_proj"), *group_parameters(model, "backbone.audio_attention")]
+    for name, p in params:
+        for key, kind in kinds.items():
+            if key in name and p.grad is not None:
+                sums[kind] = sums.get(kind, 0.0) + float(p.grad.abs().sum())
+    return sums
+
+
+def test_zero_output_audio_start_keeps_the_output_and_trains_a_read_out_first(
+    model: EMOModel, inputs: dict
+) -> None:
+    """Stage 2's two ways to open the audio path (TrainConfig.audio_start) both start from the
+    stage-1 model's output exactly; they differ in which layer the first gradient reaches."""
+    null = run(model, inputs, audio=None)
+    assert torch.equal(run(model, inputs), null)  # zero tokens: the audio does nothing yet
+    zero_tokens = _audio_grads(copy.deepcopy(model), inputs)
+    # only the projection's last layer learns at the first step: zero tokens give zero keys and
+    # values, so attention is uniform and nothing upstream or in attn2 gets a gradient
+    assert zero_tokens["proj_last"] > 0
+    assert zero_tokens["proj_first"] == zero_tokens["out"] == zero_tokens["k"] == 0.0
+
+    open_audio_path(model, seed=0)
+    assert model.audio_proj(inputs["audio"]).abs().mean() > 0.05  # the tokens start non-zero
+    assert torch.equal(run(model, inputs), null)  # and the output is still the stage-1 model's
+    assert torch.equal(run(model, inputs, audio=None), null)
+    zero_output = _audio_grads(model, inputs)
+    # the attention read-out learns first: its input is already audio-dependent
+    assert zero_output["out"] > 0
+    assert zero_output["proj_first"] == zero_output["proj_last"] == zero_output["k"] == 0.0
+    # drawn from the seed: two starts with the same seed are the same
+    again = copy.deepcopy(model)
+    open_audio_path(again, seed=0)
+    assert torch.equal(again.audio_proj.mlp[4].weight, model.audio_proj.mlp[4].weight)

@@ -240,6 +240,7 @@ def test_bad_options_are_refused(dataset, tmp_path):
         "log_with": ("mlflow", "--log-with takes tensorboard, wandb"),
         "grad_accum": (0, "grad_accum must be at least 1"),
         "warmup_steps": (-1, "warmup_steps"),
+        "audio_start": ("random", "audio_start one of zero_tokens, zero_output"),
     }
     for field, (value, message) in bad.items():
         with pytest.raises(TrainError, match=message):

@@ -16,9 +16,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import cast
 
+import torch
 from torch import nn
 
+from emokit.models.audio_proj import AudioProjection
+
 STAGES = (1, 2, 3)
+# How stage 2 opens the audio path (TrainConfig.audio_start); both leave the stage-1 model's
+# output unchanged at the first step, see open_audio_path.
+AUDIO_STARTS = ("zero_tokens", "zero_output")
 
 # groups: (component attribute, predicate on the parameter name inside it)
 _GROUPS = {
@@ -89,6 +95,31 @@ def set_stage(model: nn.Module, stage: int) -> list[nn.Parameter]:
             p.requires_grad_(True)
             trainable[name] = p
     return list(trainable.values())
+
+
+def open_audio_path(model: nn.Module, seed: int) -> None:
+    """Stage 2's ``audio_start = "zero_output"``: audio tokens that start non-zero, read by
+    audio-attention output projections that start at zero.
+
+    Why: with the default zero tokens (the audio projection's last layer at zero), keys and
+    values are zero, every query attends uniformly, and the audio can only act as one bias over
+    the whole picture until the tokens have grown; the mouth needs a spatially selective effect,
+    which then comes second-order and, in a short run, sometimes never (BENCHMARKS "Learning").
+    Here the tokens start random (the last layer at PyTorch's default Linear init, drawn from
+    ``seed``) and every attn2 ``to_out`` weight starts at zero, so the first step already trains a
+    read-out of spatially varying audio attention. The output is the stage-1 model's, exactly:
+    stage 1 saw only the null tokens, whose zero values make attn2 emit its ``to_out`` bias
+    whatever the weight, and a zero weight emits that same bias for any tokens.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    last = cast(nn.Linear, cast(AudioProjection, model.audio_proj).mlp[-1])
+    bound = last.in_features**-0.5  # nn.Linear's default init bound (kaiming uniform, a=√5)
+    with torch.no_grad():
+        for p in (last.weight, last.bias):
+            p.copy_((torch.rand(p.shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
+        for name, p in group_parameters(model, "backbone.audio_attention"):
+            if ".attn2.to_out." in name and name.endswith(".weight"):
+                p.zero_()
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -31,7 +31,7 @@ from emokit import __version__
 from emokit.config import TrainConfig, as_dict
 from emokit.data.atomic import atomic_path
 from emokit.models import EMOConfig, EMOModel
-from emokit.models.stages import group_parameters
+from emokit.models.stages import AUDIO_STARTS, group_parameters, open_audio_path
 from emokit.train import checkpoint as ckpt
 from emokit.train.dataset import ClipDataset, IndexSummary, StepBatches, index_clips
 from emokit.train.ema import EMA
@@ -371,8 +371,8 @@ def _validate(stage: int, cfg: TrainConfig) -> None:
     for name in ("max_steps", "batch_size", "checkpoint_every", "log_every", "frames", "grad_accum"):
         if getattr(cfg, name) < 1:
             raise TrainError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.motion_frames < 0 or cfg.lr <= 0:
-        raise TrainError("need motion_frames >= 0 and lr > 0")
+    if cfg.motion_frames < 0 or cfg.lr <= 0 or cfg.audio_start not in AUDIO_STARTS:
+        raise TrainError(f"need motion_frames >= 0, lr > 0 and audio_start one of {', '.join(AUDIO_STARTS)}")
     drops = (cfg.cond_dropout, cfg.cond_drop_both, cfg.motion_dropout)
     if min(drops) < 0 or 2 * cfg.cond_dropout + cfg.cond_drop_both > 1 or cfg.motion_dropout > 1:
         raise TrainError(
@@ -438,8 +438,10 @@ def _load_model(
                 f"{ckpt.stage_dir(run_dir, stage - 1) / ckpt.FINAL} does not exist: run "
                 f"`emokit train DATASET --stage {stage - 1} -o {run_dir}` first"
             )
-        preset = ckpt.read_info(prev)["preset"]
-        return ckpt.load_checkpoint_model(prev, ema=True), prev, str(prev), preset
+        preset, model = ckpt.read_info(prev)["preset"], ckpt.load_checkpoint_model(prev, ema=True)
+        if stage == 2 and cfg.audio_start == "zero_output":  # output unchanged: see open_audio_path
+            open_audio_path(model, cfg.seed)
+        return model, prev, str(prev), preset
     config = PRESETS[cfg.preset]()
     if audio_dims is not None:
         config = replace(config, audio_layers=audio_dims[0], audio_dim=audio_dims[1])
