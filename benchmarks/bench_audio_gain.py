@@ -49,6 +49,29 @@ def errors(model, scheduler, batch: dict, seed: int) -> tuple[float, float]:
         return float(weighted_mse(pred, target, None)), float(weighted_mse(pred, target, mouth))
 
 
+def audio_gain(run: Path, dataset: Path, samples: int = 64, shift: int = 6) -> dict[str, dict[str, float]]:
+    """Per variant (own, moved, none): mean MSE, mouth MSE and their % gain over own audio."""
+    model, scheduler = load_run(run)
+    model.eval()
+    clips, _ = index_clips(dataset, 2, 12, 4)
+    res = model.config.sample_size * model.config.vae_factor
+    data = ClipDataset(clips, 2, res, 12, 4, 0, model.config.audio_window, model.config.speed_window)
+    rows: dict[str, list[tuple[float, float]]] = {"own": [], "moved": [], "none": []}
+    for k in range(samples):
+        batch = default_collate([data[k]])
+        moved = dict(batch, audio=torch.roll(batch["audio"], shift, dims=1))
+        silent = {key: v for key, v in batch.items() if key != "audio"}
+        for name, b in (("own", batch), ("moved", moved), ("none", silent)):
+            rows[name].append(errors(model, scheduler, b, seed=k))
+    own = np.array(rows["own"]).mean(axis=0)
+    out = {}
+    for name, r in rows.items():
+        e = np.array(r).mean(axis=0)
+        gain = (e - own) / own * 100
+        out[name] = {"mse": e[0], "mouth_mse": e[1], "gain_pct": gain[0], "mouth_gain_pct": gain[1]}
+    return {k: {m: float(x) for m, x in v.items()} for k, v in out.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, required=True, help="a bench_learn / emokit train run folder")
@@ -58,25 +81,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model, scheduler = load_run(args.run)
-    model.eval()
-    clips, _ = index_clips(args.dataset, 2, 12, 4)
-    res = model.config.sample_size * model.config.vae_factor
-    data = ClipDataset(clips, 2, res, 12, 4, 0, model.config.audio_window, model.config.speed_window)
-    rows: dict[str, list[tuple[float, float]]] = {"own": [], "moved": [], "none": []}
-    for k in range(args.samples):
-        batch = default_collate([data[k]])
-        moved = dict(batch, audio=torch.roll(batch["audio"], args.shift, dims=1))
-        silent = {key: v for key, v in batch.items() if key != "audio"}
-        for name, b in (("own", batch), ("moved", moved), ("none", silent)):
-            rows[name].append(errors(model, scheduler, b, seed=k))
-    own = np.array(rows["own"])
+    rows = audio_gain(args.run, args.dataset, args.samples, args.shift)
     print(f"{args.run}: {args.samples} stage-2 draws, audio moved by {args.shift} frames")
     print(f"{'audio':<8}{'MSE':>10}{'mouth MSE':>12}{'gain':>9}{'mouth gain':>12}")
     for name, r in rows.items():
-        e = np.array(r)
-        gain = (e.mean(axis=0) - own.mean(axis=0)) / own.mean(axis=0) * 100
-        print(f"{name:<8}{e[:, 0].mean():>10.5f}{e[:, 1].mean():>12.5f}{gain[0]:>8.1f}%{gain[1]:>11.1f}%")
+        print(
+            f"{name:<8}{r['mse']:>10.5f}{r['mouth_mse']:>12.5f}{r['gain_pct']:>8.1f}%{r['mouth_gain_pct']:>11.1f}%"
+        )
 
 
 if __name__ == "__main__":

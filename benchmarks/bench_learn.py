@@ -21,9 +21,12 @@ metrics), and the Pearson correlation of the per-frame mouth opening (emokit.dat
 inner-lip gap / eye-corner distance; frames are upscaled x4 for the face mesh, and the table's
 first line shows how much mouth signal survives that resolution on the real frames). Per-clip PSNR
 of the trained video shows whether quality degrades clip by clip (errors fed back through motion
-frames). The audio tokens are weight-free log-mel features (emokit.data.logmel, ``--audio-model
-logmel``, as pipelines/learn.toml labels): no wav2vec weights can be downloaded here, and a random
-wav2vec's tokens carry no mouth signal (``--audio-model random-wav2vec`` shows it).
+frames). The last line says whether the model uses its audio at all: the denoising error on
+64 training draws with the audio moved by 6 frames and with no audio, over the error with the
+clip's own (benchmarks/bench_audio_gain.py). The audio tokens are weight-free log-mel features
+(emokit.data.logmel, ``--audio-model logmel``, as pipelines/learn.toml labels): no wav2vec
+weights can be downloaded here, and a random wav2vec's tokens carry no mouth signal
+(``--audio-model random-wav2vec`` shows it).
 
 Targets (issue 13): trained mouth correlation >= 0.5 and >= (c) + 0.3; PSNR >= (b) + 3 dB and
 >= (a) + 10 dB; no degradation from the first clip to the last.
@@ -36,6 +39,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +61,9 @@ from emokit.models import EMOModel
 from emokit.train.dataset import decode_frames, face_mask, index_clips
 from emokit.train.loop import train
 from emokit.train.dataset import _RowCache  # noqa: I001 - the shard reader training uses
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_audio_gain import audio_gain  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -295,6 +302,15 @@ def main() -> None:
             + " / ".join(f"{r['mouth_std_ratio'] or 0:.2f}" for r in scores)
         )
     print("per-clip PSNR (trained, first seed): " + " ".join(f"{p:.1f}" for p in per_clip))
+    gain = audio_gain(run, dataset)  # does the model use the audio at all (bench_audio_gain.py)
+    print(
+        "denoising error vs own audio (64 training draws; whole / mouth region): "
+        + ", ".join(
+            f"{k} {v['gain_pct']:+.1f} % / {v['mouth_gain_pct']:+.1f} %"
+            for k, v in gain.items()
+            if k != "own"
+        )
+    )
     for name, ok in checks.items():
         print(f"  [{'x' if ok else ' '}] {name}")
     print(
@@ -311,6 +327,7 @@ def main() -> None:
                     "per_clip_psnr": per_clip,
                     "checks": checks,
                     "signal": signal,
+                    "audio_gain": gain,
                     "sampler": {"scheduler": sampler, "steps": steps, "cfg": scale, "guidance": drops},
                 },
                 indent=2,
