@@ -21,7 +21,7 @@ metrics), and the Pearson correlation of the per-frame mouth opening (emokit.dat
 inner-lip gap / eye-corner distance; frames are upscaled x4 for the face mesh, and the table's
 first line shows how much mouth signal survives that resolution on the real frames). Per-clip PSNR
 of the trained video shows whether quality degrades clip by clip (errors fed back through motion
-frames). The last line says whether the model uses its audio at all: the denoising error on
+frames). The line after it says whether the model uses its audio at all: the denoising error on
 64 training draws with the audio moved by 6 frames and with no audio, over the error with the
 clip's own (benchmarks/bench_audio_gain.py). The audio tokens are weight-free log-mel features
 (emokit.data.logmel, ``--audio-model logmel``, as pipelines/learn.toml labels): no wav2vec
