@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 from torch.utils.data import default_collate
 
 from emokit.generate.generator import load_run
@@ -33,20 +32,13 @@ from emokit.train.weighting import mouth_mask, weighted_mse
 
 
 def errors(model, scheduler, batch: dict, seed: int) -> tuple[float, float]:
-    """(whole-latent MSE, mouth-region MSE) of one batch, noise drawn from ``seed``."""
-    gen = torch.Generator().manual_seed(seed)
+    """(whole-latent MSE, mouth-region MSE) of one batch, every draw from ``seed``: the training
+    loss's own prediction and target (no condition or motion dropout)."""
     loss = DiffusionLoss(model, scheduler, 2, 0.0)
-    b = batch["face_mask"].shape[0]
     with torch.no_grad():
-        latents = rearrange(loss._encode(batch, "frames", gen), "(b f) c h w -> b f c h w", b=b)
-        motion = rearrange(loss._encode(batch, "motion", gen), "(b n) c h w -> b n c h w", b=b)
-        ref = model.reference(loss._encode(batch, "reference", gen), motion)
-        noise = torch.randn(latents.shape, generator=gen)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen)
-        pred = model(scheduler.add_noise(latents, noise, t), t, ref, batch.get("audio"), batch["face_mask"])
-        target = loss.target(latents, noise, t)
-        mouth = torch.nn.functional.adaptive_avg_pool2d(mouth_mask(batch["face_mask"]), latents.shape[-2:])
-        return float(weighted_mse(pred, target, None)), float(weighted_mse(pred, target, mouth))
+        pred, target = loss.predict(batch, torch.Generator().manual_seed(seed))
+    mouth = torch.nn.functional.adaptive_avg_pool2d(mouth_mask(batch["face_mask"]), pred.shape[-2:])
+    return float(weighted_mse(pred, target, None)), float(weighted_mse(pred, target, mouth))
 
 
 def audio_gain(run: Path, dataset: Path, samples: int = 64, shift: int = 6) -> dict[str, dict[str, float]]:

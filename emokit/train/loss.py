@@ -44,6 +44,22 @@ class DiffusionLoss(nn.Module):
         self.face_weight, self.mouth_weight, self.motion_noise = face_weight, mouth_weight, motion_noise
 
     def forward(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+        pred, target = self.predict(batch, gen)
+        weights = None
+        if self.face_weight != 1.0 or self.mouth_weight != 1.0:
+            weights = region_weights(
+                batch["face_mask"],
+                (pred.shape[-2], pred.shape[-1]),
+                self.face_weight,
+                self.mouth_weight,
+            )
+        return weighted_mse(pred, target, weights)
+
+    def predict(
+        self, batch: dict[str, torch.Tensor], gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction, target) [b,f,c,h,w] of one batch, every draw from ``gen``: what the loss
+        compares, for diagnostics that weigh the error their own way (benchmarks/bench_audio_gain)."""
         model, device = self.model, batch["face_mask"].device
         b = batch["face_mask"].shape[0]
         with torch.no_grad():  # the VAE never trains; a latent sample, not the mean, as in SD
@@ -74,15 +90,7 @@ class DiffusionLoss(nn.Module):
             drop_reference=drop_ref,
             drop_audio=drop_audio if self.stage > 1 else None,
         )
-        weights = None
-        if self.face_weight != 1.0 or self.mouth_weight != 1.0:
-            weights = region_weights(
-                batch["face_mask"],
-                (latents.shape[-2], latents.shape[-1]),
-                self.face_weight,
-                self.mouth_weight,
-            )
-        return weighted_mse(pred, self.target(latents, noise, t), weights)
+        return pred, self.target(latents, noise, t)
 
     def target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What the model regresses: the noise (eps), v = sqrt(ᾱ)·eps − sqrt(1−ᾱ)·x0, or x0."""
