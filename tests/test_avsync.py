@@ -136,3 +136,36 @@ def test_label_rows_carry_the_sync_columns(media):
             assert "no_audio" in r["flags"]  # no Wav2Vec2 in this stage
     finally:
         stage.close()
+
+
+@pytest.mark.parametrize("name", ["speech_en_8s_16k_stereo.wav", "singing_6s_48k_24bit.wav"])
+def test_numpy_speech_dsp_equals_scipy_signal(audio_dir, name):
+    """The label path's STFT and band-pass are numpy (scipy.signal costs each worker ~1 s to
+    import); on real speech and singing they give scipy.signal's values to float rounding."""
+    from scipy.signal import butter, sosfiltfilt, stft
+
+    from emokit.data.avsync import BAND_HZ, _band_pass, _band_rms, _stft_power
+
+    sr = 16000
+    x = load_audio(audio_dir / name, 0.0, 6.0, sr).astype(np.float64)
+    f, _, spec = stft(x, fs=sr, nperseg=400, noverlap=240, boundary=None, padded=False)
+    f2, power = _stft_power(x, sr, 400, 160)
+    np.testing.assert_allclose(f2, f)
+    np.testing.assert_allclose(power, np.abs(spec) ** 2, rtol=1e-9, atol=1e-12 * power.max())
+    ref = sosfiltfilt(butter(4, BAND_HZ, btype="band", fs=sr, output="sos"), x)
+    mid = slice(sr // 10, -sr // 10)  # the ends differ: sosfiltfilt pads, the FFT does not
+    assert np.abs(_band_pass(x, sr) - ref)[mid].max() < 1e-9 * np.abs(ref).max()
+    hop = sr // 30
+    n = len(ref) // hop
+    want = np.percentile(np.sqrt((ref[: n * hop] ** 2).reshape(n, hop).mean(1)), 90)
+    assert _band_rms(x, sr) == pytest.approx(want, rel=1e-6)
+
+
+def test_label_workers_do_not_import_scipy_signal():
+    """What a label worker imports to run its stage (see the test above for why it matters)."""
+    import subprocess
+    import sys
+
+    code = "import sys, emokit.data.label; print('scipy.signal' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
