@@ -386,3 +386,16 @@ def test_label_leaves_the_callers_torch_threads_as_they_were(videos, tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[-2:] == ["1", str(caller)]
+
+
+def test_workers_get_the_longest_window_of_a_shard_first():
+    from emokit.data.label import work_order
+
+    def win(a: float, b: float) -> dict:
+        return {"start_s": a, "end_s": b}
+
+    groups = {3: [win(0, 10), win(10, 21.7), win(21.7, 30), win(30, 40)], 5: [win(0, 4), win(4, 12)]}
+    order = [(k, j) for k, j, _ in work_order(groups, [3, 5])]
+    # 11.7, then the two 10 s windows in manifest order, then 8.3; shard 5 after shard 3
+    assert order == [(3, 1), (3, 0), (3, 3), (3, 2), (5, 1), (5, 0)]
+    assert [w for _, _, w in work_order(groups, [5])] == [groups[5][1], groups[5][0]]
