@@ -69,27 +69,30 @@ def filter_native_logs() -> bool:
     stderr.flush()
     real = os.dup(2)
     read_fd, write_fd = _channel(real)
+    ack_r, ack_w = os.pipe()  # not inherited by spawned workers (os.pipe fds are non-inheritable)
     try:
         pid = os.fork()
     except OSError:  # no process to spare: leave stderr as it is
-        for fd in (read_fd, write_fd, real):
+        for fd in (read_fd, write_fd, real, ack_r, ack_w):
             os.close(fd)
         return False
     if pid == 0:  # the filter: copy read_fd to the real stderr until every writer is gone
         try:
             os.close(write_fd)
+            os.close(ack_r)
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
                 signal.signal(sig, signal.SIG_IGN)  # Ctrl-C: keep forwarding the parent's last words
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
-            _pump(read_fd, real)
+            _pump(read_fd, real, _marker(os.getppid()), ack_w)
         finally:
             os._exit(0)
     os.close(read_fd)
+    os.close(ack_w)
     os.dup2(write_fd, 2)
     os.close(write_fd)
-    _state.update(real=real, pid=pid)
+    _state.update(real=real, pid=pid, ack=ack_r)
     atexit.register(_restore)
     return True
 
@@ -112,7 +115,18 @@ def _channel(real: int) -> tuple[int, int]:
     return master, slave
 
 
-def _pump(read_fd: int, out_fd: int) -> None:
+def _marker(pid: int) -> bytes:
+    """What the process ``pid`` writes last to its filter, at exit (NUL bytes: never in text)."""
+    return b"\0emokit-native-logs-%d-done\0" % pid
+
+
+def _pump(read_fd: int, out_fd: int, marker: bytes = b"", ack: int | None = None) -> None:
+    """Copy ``read_fd`` to ``out_fd`` without native records until every writer has closed it.
+
+    On ``marker`` (the parent's last write, see _restore) everything before it is forwarded and one
+    byte is written to ``ack``: the parent exits then, not when the pipe's last writer does (the
+    multiprocessing resource tracker holds fd 2 until after the parent has gone; waiting for it
+    added ~2 s to every `emokit label`). Later writes from lingering children still pass."""
     buf = b""
     held_since: float | None = None
     alive = True
@@ -126,6 +140,15 @@ def _pump(read_fd: int, out_fd: int) -> None:
             if not chunk:
                 break
             buf += chunk
+            if ack is not None and marker in buf:
+                head, buf = buf.split(marker, 1)
+                alive = _write(out_fd, strip_native_logs(head), alive)
+                try:
+                    os.write(ack, b".")
+                    os.close(ack)
+                except OSError:  # the parent stopped waiting
+                    pass
+                ack, held_since = None, None
         cut = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1  # records never hold a \r
         if cut:
             alive = _write(out_fd, strip_native_logs(buf[:cut]), alive)
@@ -171,22 +194,27 @@ def _write(fd: int, data: bytes, alive: bool) -> bool:
     return alive
 
 
-def _restore() -> None:
-    """At exit: give fd 2 back and let the filter forward what is left before the shell prompt."""
-    real, pid = _state.pop("real", None), _state.pop("pid", None)
-    if real is None or pid is None:
-        return
+def _restore() -> bool:
+    """At exit: give fd 2 back once the filter has forwarded what is left (before the shell
+    prompt). Returns whether the filter confirmed it (False: it was gone, or 2 s passed)."""
+    real, pid, ack = _state.pop("real", None), _state.pop("pid", None), _state.pop("ack", None)
+    if real is None or pid is None or ack is None:
+        return False
     try:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
+    try:
+        os.write(2, _marker(os.getpid()))
+    except OSError:  # the filter is gone (killed): nothing to wait for
+        pass
     os.dup2(real, 2)
     os.close(real)
-    for _ in range(100):  # up to 2 s; a lingering child that holds the pipe keeps it alive longer
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:  # already reaped
-            return
-        if done:
-            return
-        select.select([], [], [], 0.02)
+    ready, _, _ = select.select([ack], [], [], 2.0)
+    confirmed = bool(ready) and os.read(ack, 1) == b"."
+    os.close(ack)
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it has finished; else it ends with its last writer
+    except ChildProcessError:
+        pass
+    return confirmed

@@ -104,3 +104,22 @@ def test_switch_off_with_env_var() -> None:
         timeout=60,
     )
     assert r.stdout == b"False\n" and r.stderr == ABSL_W
+
+
+def test_exit_does_not_wait_for_a_child_that_still_holds_stderr() -> None:
+    """A child that outlives the parent (multiprocessing's resource tracker does) keeps the pipe
+    open; the parent exits once the filter has forwarded its own output, and the child's later
+    lines are still filtered and forwarded."""
+    child = f"import os, time; time.sleep(1.0); os.write(2, {ABSL_W!r} + b'child after the parent\\n')"
+    r = _run(
+        f"""
+        import subprocess
+        from emokit import native_logs
+        subprocess.Popen([sys.executable, '-c', {child!r}])
+        w({ABSL_W!r} + b'parent: last line')
+        print("confirmed", native_logs._restore(), flush=True)
+        """
+    )
+    assert r.returncode == 0
+    assert r.stdout == b"confirmed True\n"
+    assert r.stderr == b"parent: last linechild after the parent\n"
