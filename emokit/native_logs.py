@@ -33,6 +33,9 @@ _ABSL_PREAMBLE = re.compile(rb"WARNING: All log messages before absl::Initialize
 _TFLITE_INFO = re.compile(rb"INFO: (?:Created|Initialized|Replacing) [^\n]*?TensorFlow Lite[^\n]*\n?")
 _PATTERNS = (_RECORD, _ABSL_PREAMBLE, _TFLITE_INFO)
 _START = re.compile(rb"INFO: |WARNING: |[IW]\d{4} ")
+# TFLite's header already written while another process's line (a record, a progress bar's \r)
+# got in before its message: it belongs in front of the message that is still to come
+_DANGLING = re.compile(rb"(?:INFO|WARNING): (?=\r|INFO: |WARNING: |[IW]\d{4} )")
 FLUSH_S = 0.05  # a partial line (a progress bar) waits this long for the rest
 HOLD_S = 1.0  # what may be the start of a native record waits at most this long for its end
 
@@ -139,7 +142,7 @@ def _pump(read_fd: int, out_fd: int, marker: bytes = b"", ack: int | None = None
                 chunk = b""
             if not chunk:
                 break
-            buf += chunk
+            buf = _defer_dangling(buf + chunk)
             if ack is not None and marker in buf:
                 head, buf = buf.split(marker, 1)
                 alive = _write(out_fd, strip_native_logs(head), alive)
@@ -168,6 +171,13 @@ def _pump(read_fd: int, out_fd: int, marker: bytes = b"", ack: int | None = None
             if not buf:
                 held_since = None
     _write(out_fd, strip_native_logs(buf), alive)
+
+
+def _defer_dangling(buf: bytes) -> bytes:
+    """``buf`` with each header whose message has not come yet moved to its end (seen under load:
+    one worker's ``INFO: ``, then another's absl record, then the first one's message)."""
+    headers = _DANGLING.findall(buf)
+    return _DANGLING.sub(b"", buf) + b"".join(headers) if headers else buf
 
 
 def _native_start(tail: bytes) -> int:

@@ -59,6 +59,22 @@ def test_native_records_are_dropped_and_the_rest_is_kept() -> None:
     assert b"Traceback (most recent call last)" in err and err.rstrip().endswith(b"ValueError: boom")
 
 
+def test_a_header_cut_off_from_its_message_by_another_process_is_still_dropped() -> None:
+    """Two label workers under load (seen in CI): one writes TFLite's ``INFO: ``, another its absl
+    record or the parent a progress bar, then the first one's message and newline arrive."""
+    msg = b"Created TensorFlow Lite XNNPACK delegate for CPU."
+    r = _run(
+        f"""
+        w(b"\\rlabel:   0%|", 0.2)
+        w(b"INFO: ", 0.2); w({ABSL_W!r}, 0.2); w({msg!r}, 0.2); w(b"\\n", 0.2)
+        w(b"INFO: ", 0.2); w(b"\\rlabel:  50%|", 0.2); w({msg!r}, 0.2); w(b"\\n", 0.2)
+        w(b"done\\n")
+        """
+    )
+    assert r.returncode == 0
+    assert r.stderr == b"\rlabel:   0%|\rlabel:  50%|done\n", r.stderr
+
+
 def test_what_a_crashing_process_wrote_still_arrives() -> None:
     r = _run(f"w({ABSL_W!r}); w(b'last words before the crash\\n'); os.abort()")
     assert r.returncode == -6
