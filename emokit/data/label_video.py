@@ -253,10 +253,17 @@ def _decode_and_detect(
             frames.add(frame)
             if i in caption_at:
                 captions.append(frames.small(frame, CAPTION_WIDTH, "AREA"))
-            small = frames.small(frame, cfg.detect_width)
-            kx, ky = frames.width / small.shape[1], frames.height / small.shape[0]
-            boxes = detector(small)
-            detections.append([FaceBox(b.x0 * kx, b.y0 * ky, b.x1 * kx, b.y1 * ky, b.score) for b in boxes])
+            if i and source_index[i] == source_index[i - 1]:
+                # A hold of a lower-rate source (1 frame in 6 of 25 fps): the same image, and the
+                # detector keeps no state between images, so it would read the same boxes.
+                boxes = detections[-1]
+                detections.append(list(boxes))
+            else:
+                small = frames.small(frame, cfg.detect_width)
+                kx, ky = frames.width / small.shape[1], frames.height / small.shape[0]
+                found = detector(small)
+                boxes = [FaceBox(b.x0 * kx, b.y0 * ky, b.x1 * kx, b.y1 * ky, b.score) for b in found]
+                detections.append(boxes)
             if boxes and not seen:
                 face = detections[-1][0]
                 frames.keep(
