@@ -3,11 +3,9 @@ quality flags → self-contained Parquet shards.
 
 Two halves. The video stage (:func:`emokit.data.label_video.label_window`) runs in worker
 processes, one manifest window each, and never imports torch. Wav2Vec2 runs once, here in the
-parent: one model load per run instead of one per worker (torch + transformers cost ~4 s of CPU
-to import), on the GPU when there is one, loaded in a background thread while the workers start.
-That thread also tokens the audio of the windows in flight ahead of their video (the parent
-decodes it as the worker does); a window's tokens are kept only where the worker hands back the
-same audio.
+parent, on the audio the workers hand back: one model load per run instead of one per worker
+(torch + transformers cost ~4 s of CPU to import), on the GPU when there is one, loaded in a
+background thread while the workers start.
 
 :func:`label` groups the manifest's usable windows into fixed shards (:func:`plan_shards`:
 finished shards keep their windows, the rest fill the free indices in manifest order), runs the
@@ -25,7 +23,6 @@ import os
 import re
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +35,10 @@ from tqdm import tqdm
 
 from emokit.config import LabelConfig, as_dict
 from emokit.data.atomic import remove_stale_temps
-from emokit.data.audio import load_audio
 from emokit.data.audio_model import PRECISIONS, check_audio_model
 from emokit.data.executor import Failed, run
 from emokit.data.ingest import MANIFEST, reason_kind
-from emokit.data.label_video import AUDIO_SR, WindowLabels, label_window
+from emokit.data.label_video import WindowLabels, label_window
 from emokit.data.lock import locks_dataset
 from emokit.data.schema import OK, SHARD_SCHEMA, read_table, verify_table, write_table
 
@@ -111,9 +107,6 @@ class _AudioStage:
         self._caller_threads: int | None = torch.get_num_threads() if needed and torch else None
         # Not loaded at all when no window has audio (no hub lookups for silent datasets).
         self._encoder: Future | None = self._pool.submit(self._load, device, threads) if needed else None
-        self._ahead: Iterator[tuple[int, dict[str, Any]]] = iter(())
-        self._depth = 0
-        self._queued: dict[int, Future] = {}  # work-order index → (audio, frames, tokens)
 
     def _load(self, device: str, threads: int):
         import torch
@@ -135,64 +128,18 @@ class _AudioStage:
             precision=cfg.audio_precision,
         )
 
-    def prefetch(self, windows: list[dict[str, Any]], depth: int) -> None:
-        """Token the windows' audio ahead, ``depth`` windows at most, in the order the workers get
-        them (``windows``), while their video is labelled.
-
-        Without it the last window's Wav2Vec2 ran alone after the workers had finished (~2 s of
-        one core on the 40 s benchmark, the other idle). The parent decodes the window's audio
-        the way the worker does; :meth:`attach` uses these tokens only where the worker's audio
-        and frame count are the same, so the shards do not change."""
-        self._ahead, self._depth = iter(enumerate(windows)), depth
-        self._top_up()
-
-    def _top_up(self) -> None:
-        while len(self._queued) < self._depth and (nxt := next(self._ahead, None)) is not None:
-            i, window = nxt
-            if window["has_audio"] and self._encoder is not None:
-                self._queued[i] = self._pool.submit(self._window_tokens, window)
-
-    def _window_tokens(self, window: dict[str, Any]) -> tuple[np.ndarray, int, np.ndarray]:
-        assert self._encoder is not None  # only queued with an encoder
-        fps = self.cfg.fps
-        frames = round((window["end_s"] - window["start_s"]) * fps)  # as the worker decodes it
-        start = window["start_s"]
-        audio = load_audio(window["source_path"], start, start + frames / fps, AUDIO_SR)
-        return audio, frames, self._encoder.result()(audio, frames, fps)
-
-    def _tokens(self, labels: WindowLabels, index: int | None) -> np.ndarray | None:
-        ahead = self._queued.pop(index, None) if index is not None else None
-        self._top_up()
-        if labels.audio is None or self._encoder is None:
-            if ahead is not None:
-                ahead.cancel()
-            return None
-        if ahead is not None:
-            try:
-                audio, frames, tokens = ahead.result()
-            except Exception:  # noqa: BLE001 - computed again below, where an error is reported
-                pass
-            else:
-                if frames == labels.frames and np.array_equal(audio, labels.audio):
-                    return tokens
-        # In the pool thread as well, on the thread count set there at load (see attach).
-        encode = self._encoder.result()
-        return self._pool.submit(encode, labels.audio, labels.frames, self.cfg.fps).result()
-
-    def attach(self, labels: WindowLabels, index: int | None = None) -> None:
+    def attach(self, labels: WindowLabels) -> None:
         """Add tokens to the window's ok rows (the window's tokens, sliced per clip) or flag
-        no_audio. Raises AudioModelError if the model failed to load. ``index``: the window's
-        place in :meth:`prefetch`'s list, whose tokens are then used when they fit.
+        no_audio. Raises AudioModelError if the model failed to load.
 
         The thread count stays the one set at load for the whole run: bf16 results change with
         it, and a rerun (with the same --workers) must give the same shards."""
         ok = [(row, off) for row, off in zip(labels.rows, labels.offsets) if row["status"] == OK]
         if not ok:
-            if index is not None and (ahead := self._queued.pop(index, None)) is not None:
-                ahead.cancel()  # a rejected window: not yet started, its tokens are not computed
-            self._top_up()
             return
-        tokens = self._tokens(labels, index)
+        tokens = None
+        if labels.audio is not None and self._encoder is not None:
+            tokens = self._encoder.result()(labels.audio, labels.frames, self.cfg.fps)
         if labels.audio is not None and self.syncnet is not None:
             for row, off in ok:
                 _syncnet_label(self.syncnet, row, off, labels.audio, self.cfg.fps)
@@ -218,6 +165,7 @@ class _AudioStage:
 
 def _syncnet_label(net, row: dict[str, Any], off: int, audio: np.ndarray, fps: int) -> None:
     """Replace the row's mouth-motion sync label with SyncNet's (``--syncnet``)."""
+    from emokit.data.label_video import AUDIO_SR
     from emokit.data.syncnet import clip_sync
 
     part = audio[round(off / fps * AUDIO_SR) : round((off + row["num_frames"]) / fps * AUDIO_SR)]
@@ -296,7 +244,6 @@ def label(
     failed: set[int] = set()
     bar = tqdm(total=len(pending), desc="label", unit="clip", disable=not progress)
     results_in = run(stage, [w for _, _, w in pending], workers=n_workers, engine=engine)
-    audio.prefetch([w for _, _, w in pending], depth=2 * n_workers)  # the windows in flight
     try:
         for item in results_in:
             k, j, window = pending[item.index]
@@ -305,7 +252,7 @@ def label(
                 summary.rejected[window["clip_id"]] = f"internal error: {labels.reason}"
                 failed.add(k)
                 labels = WindowLabels([])
-            audio.attach(labels, item.index)
+            audio.attach(labels)
             results[k][j] = labels.rows
             bar.update()
             if len(results[k]) == len(groups[k]):
