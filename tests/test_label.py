@@ -320,6 +320,30 @@ def test_kept_face_region_gives_the_same_clip_as_whole_frames(videos, monkeypatc
     np.testing.assert_array_equal(kept.audio, whole.audio)
 
 
+def test_held_frames_of_a_25fps_source_get_the_boxes_a_fresh_detection_reads(videos):
+    """Label runs the face detector once per source image; on the holds of a 25 fps source it
+    copies the previous frame's boxes. Detecting every 30 FPS frame must give the same boxes."""
+    from emokit.data import label_video
+    from emokit.data.decode import read_video_frames
+    from emokit.data.faces import FaceDetector
+    from emokit.data.frames import WindowFrames
+
+    window = _speaker_a_window(videos, has_audio=False)
+    cfg = LabelConfig()
+    decoded = label_video._decode_and_detect(window, cfg, None, 1)
+    src = decoded.frames.source_index
+    held = [i for i in range(1, len(src)) if src[i] == src[i - 1]]
+    assert len(held) >= 15  # 1 frame in 6 of 105 is a hold
+    every, frames = [], None
+    with FaceDetector(cfg.min_face_confidence, cfg.detect_width) as detector:
+        span = window["start_s"], window["end_s"]
+        for frame in read_video_frames(window["source_path"], *span, cfg.fps, 0, 1):
+            frames = frames or WindowFrames(frame, len(src))
+            every.append(label_video._detect(detector, frames, frame, cfg.detect_width))
+    assert all(every[i] for i in held)  # the face is found there: the comparison is not empty
+    assert decoded.detections == every
+
+
 def test_piece_with_the_window_crop_box_reuses_the_mesh_and_reads_the_same(videos, monkeypatch):
     """After a jump-cut split, a piece whose crop box is the window's takes the window's face-mesh
     results instead of meshing the same crops again: its labels must equal a fresh piece's."""

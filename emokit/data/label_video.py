@@ -253,17 +253,11 @@ def _decode_and_detect(
             frames.add(frame)
             if i in caption_at:
                 captions.append(frames.small(frame, CAPTION_WIDTH, "AREA"))
-            if i and source_index[i] == source_index[i - 1]:
-                # A hold of a lower-rate source (1 frame in 6 of 25 fps): the same image, and the
-                # detector keeps no state between images, so it would read the same boxes.
-                boxes = detections[-1]
-                detections.append(list(boxes))
-            else:
-                small = frames.small(frame, cfg.detect_width)
-                kx, ky = frames.width / small.shape[1], frames.height / small.shape[0]
-                found = detector(small)
-                boxes = [FaceBox(b.x0 * kx, b.y0 * ky, b.x1 * kx, b.y1 * ky, b.score) for b in found]
-                detections.append(boxes)
+            # A hold of a lower-rate source (1 frame in 6 of 25 fps) is the same image, and the
+            # detector keeps no state between images: it would read the same boxes.
+            held = i > 0 and source_index[i] == source_index[i - 1]
+            boxes = list(detections[-1]) if held else _detect(detector, frames, frame, cfg.detect_width)
+            detections.append(boxes)
             if boxes and not seen:
                 face = detections[-1][0]
                 frames.keep(
@@ -276,6 +270,13 @@ def _decode_and_detect(
     if frames is None:
         return "no video frames in the window"
     return _Decoded(frames, detections, captions)
+
+
+def _detect(detector: FaceDetector, frames: WindowFrames, frame, width: int) -> list[FaceBox]:
+    """Faces of ``frame`` (one of ``frames``') detected on its ``width``-wide copy, in full-frame pixels."""
+    small = frames.small(frame, width)
+    kx, ky = frames.width / small.shape[1], frames.height / small.shape[0]
+    return [FaceBox(b.x0 * kx, b.y0 * ky, b.x1 * kx, b.y1 * ky, b.score) for b in detector(small)]
 
 
 def label_window(
