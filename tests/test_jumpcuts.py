@@ -212,3 +212,82 @@ def test_local_median_is_the_nanmedian_of_the_window_without_the_centre():
     for t in (0, 7, 40, 79):
         win = np.delete(v[max(0, t - _WINDOW) : t + _WINDOW + 1], min(t, _WINDOW), axis=0)
         np.testing.assert_allclose(got[t], np.nanmedian(win, axis=0), rtol=1e-12)
+
+
+def _to_25fps(src, dst, until_s):
+    """``src`` (30 fps) converted to 25 fps the common way, dropping every sixth frame (half size):
+    every fifth step of the result spans two source frames."""
+    with av.open(str(src)) as c, av.open(str(dst), "w") as out:
+        v = c.streams.video[0]
+        s = out.add_stream("libx264", rate=25, options={"crf": "18", "preset": "veryfast"})
+        s.width, s.height, s.pix_fmt = v.width // 2 & ~1, v.height // 2 & ~1, "yuv420p"
+        kept = 0
+        for i, fr in enumerate(c.decode(v)):
+            if i >= until_s * 30:
+                break
+            if i % 6 == 5:
+                continue
+            img = fr.reformat(width=s.width, height=s.height).to_ndarray(format="rgb24")
+            fr = av.VideoFrame.from_ndarray(img, format="rgb24")
+            fr.pts, fr.time_base = kept, Fraction(1, 25)
+            kept += 1
+            out.mux(s.encode(fr))
+        out.mux(s.encode(None))
+    return kept / 25
+
+
+def _cadence(looks):
+    from emokit.data.jumpcuts import _cell_steps, cadence_factors
+
+    flat = looks.reshape(len(looks), -1)
+    distinct = np.flatnonzero(np.r_[True, ~np.all(flat[1:] == flat[:-1], axis=1)])
+    return cadence_factors(_cell_steps(looks[distinct])[0])
+
+
+@pytest.fixture(scope="module")
+def cadenced(videos, tmp_path_factory):
+    """Label's features of speaker_b 0-8 s (30 fps, no cadence) as it is and converted to 25 fps,
+    and of speaker_a 0-8 s (a real 25 fps source whose every fifth step is ~twice the others)."""
+    dst = tmp_path_factory.mktemp("cadence") / "speaker_b_25fps.mp4"
+    length_s = _to_25fps(videos / "speaker_b_30fps_1080x1920.mp4", dst, 8.0)
+    return {
+        "b30": _features(videos / "speaker_b_30fps_1080x1920.mp4", 0.0, 8.0),
+        "b25": _features(dst, 0.0, np.floor(length_s * FPS) / FPS),
+        "a": _features(videos / "speaker_a_25fps_1080x1920.mp4", 0.0, 8.0),
+    }
+
+
+def test_a_frame_rate_cadence_is_found_and_is_not_taken_for_cuts(cadenced):
+    assert np.all(_cadence(cadenced["b30"][1]) == 1.0)  # no cadence: the steps are untouched
+    for name in ("b25", "a"):
+        boxes, looks = cadenced[name]
+        factors = _cadence(looks)[1:]
+        runs = factors[: len(factors) // 5 * 5].reshape(-1, 5)
+        # every fifth distinct frame (25 fps: the step over the dropped frame) is divided by about
+        # two, the rest barely (measured: 1.8 on the converted speaker_b, 2.5 on speaker_a)
+        phase = np.bincount(runs.argmax(axis=1)).argmax()
+        assert np.mean(runs.argmax(axis=1) == phase) >= 0.8, (name, runs)
+        assert 1.5 <= np.median(runs[:, phase]) <= 3.0, (name, runs)
+        assert np.median(np.delete(runs, phase, axis=1)) <= 1.1, (name, runs)
+        # the uncut clip's highest score drops (measured: 0.22 -> -0.01 and 0.65 -> -0.09), far
+        # below the threshold
+        plain = jump_scores(boxes, looks, cadence=False).max()
+        score = jump_scores(boxes, looks).max()
+        assert score <= plain - 0.15 and score < CFG.jump_score - 0.5, (name, plain, score)
+
+
+def test_cuts_at_every_phase_of_a_cadence_are_found_as_before(cadenced):
+    """Spans cut out of the converted speaker_b at positions covering every phase of its cadence
+    (stride 7): the cadence step finds about as many (measured: 77.8 % vs 80.6 % of these 72;
+    76.9 % vs 78.7 % with a cut at every position) and nothing else."""
+    boxes, looks = cadenced["b25"]
+    found = {True: [], False: []}
+    for n in (9, 30, 90):
+        for a in range(15, len(boxes) - n - 15, 7):
+            keep = np.r_[0:a, a + n : len(boxes)]
+            for cadence in found:
+                cuts = find_jump_cuts(boxes[keep], looks[keep], CFG.jump_score, cadence)
+                found[cadence].append(any(abs(c - a) <= 2 for c in cuts))
+                assert all(abs(c - a) <= 2 for c in cuts), (cadence, n, a, cuts)
+    assert np.mean(found[True]) >= np.mean(found[False]) - 0.08, {k: np.mean(v) for k, v in found.items()}
+    assert np.mean(found[True]) >= 0.65

@@ -18,6 +18,14 @@ frame) must be, at once,
   turn),
 - still far from the frame before when frame t is skipped (``skip``: not one glitched frame).
 
+Before the tests, a frame-rate cadence of the source is taken out of the steps. A source converted
+from another rate (30 fps to 25 by dropping every sixth frame; frames blended or repeated)
+shows motion in a fixed pattern: on speaker_a every fifth step spans two original frames and is
+twice the others, which the spike test reads as a small cut. When the frame's median cell step,
+relative to its local median, follows a period of 2-8 distinct frames (the phase medians explain
+at least 20 % of its variance), each step is divided by the median relative step of its phase
+around it (factors below 1 are left at 1).
+
 A cell's margin is the smallest of those log-ratio margins; the frame's score is the 90th
 percentile of its 64 cells' margins. Why per cell: a cut moves the whole head at once (face, hair,
 neck, shoulders: many cells jump together), while a blink or a mouth movement is a large change
@@ -44,6 +52,8 @@ _QUANTILE = 0.9  # the frame's score: this quantile of its cells' margins
 _LOCAL = 1.0
 _SPIKE = 0.9
 _SKIP = 0.2
+_CADENCE_PERIODS = range(2, 9)  # distinct frames: 25 fps from 30 has period 5
+_CADENCE_STRENGTH = 0.2  # share of the step variance the phase pattern must explain
 _BOX_FLOOR = 1e-3  # face sizes: box steps below this are detector rounding, not motion
 # Cell steps (RMS, grey levels 0-255) below this are encoder noise, not motion: floored steps and
 # medians keep a re-encoded still picture, whose keyframes stand out against a near-zero median,
@@ -110,6 +120,43 @@ def _cell_steps(looks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.r_[pad, step], np.r_[pad, skip, pad]
 
 
+def cadence_factors(step: np.ndarray) -> np.ndarray:
+    """Per distinct frame, how much its step is enlarged by the source's frame-rate cadence [n].
+
+    ``step`` [n, C] cell steps (NaN in row 0). 1 everywhere when no period of
+    ``_CADENCE_PERIODS`` explains ``_CADENCE_STRENGTH`` of the frame's relative log step (the
+    clip's phase medians), or on clips too short to show four periods. Otherwise each frame's
+    factor is the median relative step of the frames of its phase within ±_WINDOW frames (itself
+    left out) over that of the middle phase there, floored at 1: local, so that after a cut,
+    which shifts the phase, it locks again.
+    """
+    n = len(step)
+    out = np.ones(n)
+    with np.errstate(all="ignore"):
+        frame = np.log(np.median(np.maximum(step, _CELL_FLOOR), axis=1))  # NaN in row 0
+    rel = frame - _local_median(frame)
+    ok = np.isfinite(rel)
+    var = float(np.var(rel[ok])) if ok.sum() > 1 else 0.0
+    if var <= 0:
+        return out
+    idx = np.arange(n)
+    best, found = _CADENCE_STRENGTH, 0
+    for period in _CADENCE_PERIODS:
+        if ok.sum() < 4 * period:
+            break
+        phase = np.array([np.median(rel[ok & (idx % period == p)]) for p in range(period)])
+        strength = 1.0 - float(np.var(rel[ok] - phase[idx % period][ok])) / var
+        if strength >= best:
+            best, found = strength, period
+    if not found:
+        return out
+    by_phase = np.where(idx[:, None] % found == np.arange(found), rel[:, None], np.nan)  # [n, P]
+    local = _local_median(by_phase)  # [n, P] each phase's median around every frame
+    with np.errstate(all="ignore"):
+        own = local[idx, idx % found] - np.nanmedian(local, axis=1)  # vs the middle phase
+    return np.maximum(np.exp(np.nan_to_num(own, nan=0.0)), 1.0)
+
+
 def _margins(step: np.ndarray, skip: np.ndarray, floor: float) -> np.ndarray:
     """The smallest margin of the local, spike and skip tests, per entry ([n] or [n, C])."""
     step, skip = np.maximum(step, floor), np.maximum(skip, floor)
@@ -121,7 +168,7 @@ def _margins(step: np.ndarray, skip: np.ndarray, floor: float) -> np.ndarray:
     return np.where(np.isfinite(m), m, -np.inf)
 
 
-def _distinct_margins(boxes: np.ndarray, looks: np.ndarray | None):
+def _distinct_margins(boxes: np.ndarray, looks: np.ndarray | None, cadence: bool = True):
     """Distinct-frame indices and their scores (held repeats set aside)."""
     b = np.asarray(boxes, dtype=np.float64)
     if b.ndim != 2 or b.shape[1] != 4:
@@ -141,7 +188,10 @@ def _distinct_margins(boxes: np.ndarray, looks: np.ndarray | None):
     if len(distinct) < 3:
         return distinct, None
     if looks is not None:
-        cells = _margins(*_cell_steps(lk[distinct]), _CELL_FLOOR)
+        step, skip = _cell_steps(lk[distinct])
+        if cadence:
+            step = step / cadence_factors(step)[:, None]
+        cells = _margins(step, skip, _CELL_FLOOR)
         return distinct, np.quantile(np.maximum(cells, -1e3), _QUANTILE, axis=1)
     bd = b[distinct]
     step = np.r_[np.nan, box_steps(bd)[1:]]
@@ -150,27 +200,32 @@ def _distinct_margins(boxes: np.ndarray, looks: np.ndarray | None):
     return distinct, _margins(step, skip, _BOX_FLOOR)
 
 
-def jump_scores(boxes: np.ndarray, looks: np.ndarray | None = None) -> np.ndarray:
+def jump_scores(boxes: np.ndarray, looks: np.ndarray | None = None, cadence: bool = True) -> np.ndarray:
     """Per-frame jump-cut score [F] (> JUMP_THRESHOLD: frame t starts a new piece; -inf: held).
 
     ``boxes`` [F, 4] face boxes (any pixel units); ``looks`` [F, H, W] per-frame thumbnails from
-    :func:`crop_look` (None: the box alone, with the same tests on box steps).
+    :func:`crop_look` (None: the box alone, with the same tests on box steps). ``cadence=False``
+    leaves a source's frame-rate cadence in the steps (the detector before it was taken out;
+    the benchmark compares the two).
     """
     out = np.full(len(boxes), -np.inf)
-    distinct, margin = _distinct_margins(boxes, looks)
+    distinct, margin = _distinct_margins(boxes, looks, cadence)
     if margin is not None:
         out[distinct] = np.where(margin > -1e3, margin, -np.inf)
     return out
 
 
 def find_jump_cuts(
-    boxes: np.ndarray, looks: np.ndarray | None = None, threshold: float = JUMP_THRESHOLD
+    boxes: np.ndarray,
+    looks: np.ndarray | None = None,
+    threshold: float = JUMP_THRESHOLD,
+    cadence: bool = True,
 ) -> list[int]:
     """Frame indices t where frame t jumps from frame t-1 (the first frame of the new piece).
 
     See :func:`jump_scores`; ``threshold`` moves the decision (higher: fewer cuts).
     """
-    return np.flatnonzero(jump_scores(boxes, looks) > threshold).tolist()
+    return np.flatnonzero(jump_scores(boxes, looks, cadence) > threshold).tolist()
 
 
 def dropped_by_cuts(
