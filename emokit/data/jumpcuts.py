@@ -60,7 +60,8 @@ _BOX_FLOOR = 1e-3  # face sizes: box steps below this are detector rounding, not
 # from cutting.
 _CELL_FLOOR = 0.5
 # Score above which a frame is a cut: above the highest score of any frame of the continuous
-# shared videos (0.68), bar speaker_b's frame 271, a real edit in that source (BENCHMARKS.md).
+# shared videos, whole or in label's 6-8 s windows (0.70: a fast head move of head_turn), bar
+# speaker_b's frame 271, a real edit in that source (BENCHMARKS.md).
 JUMP_THRESHOLD = 0.75
 
 
