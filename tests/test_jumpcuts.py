@@ -237,11 +237,9 @@ def _to_25fps(src, dst, until_s):
 
 
 def _cadence(looks):
-    from emokit.data.jumpcuts import _cell_steps, cadence_factors
+    from emokit.data.jumpcuts import _cell_steps, cadence_factors, distinct_frames
 
-    flat = looks.reshape(len(looks), -1)
-    distinct = np.flatnonzero(np.r_[True, ~np.all(flat[1:] == flat[:-1], axis=1)])
-    return cadence_factors(_cell_steps(looks[distinct])[0])
+    return cadence_factors(_cell_steps(looks[distinct_frames(looks)])[0])
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +267,7 @@ def test_a_frame_rate_cadence_is_found_and_is_not_taken_for_cuts(cadenced):
         assert np.mean(runs.argmax(axis=1) == phase) >= 0.8, (name, runs)
         assert 1.5 <= np.median(runs[:, phase]) <= 3.0, (name, runs)
         assert np.median(np.delete(runs, phase, axis=1)) <= 1.1, (name, runs)
-        # the uncut clip's highest score drops (measured: 0.22 -> -0.01 and 0.65 -> -0.09), far
+        # the uncut clip's highest score drops (measured: 0.22 -> -0.28 and 0.65 -> -0.05), far
         # below the threshold
         plain = jump_scores(boxes, looks, cadence=False).max()
         score = jump_scores(boxes, looks).max()

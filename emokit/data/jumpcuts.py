@@ -169,6 +169,13 @@ def _margins(step: np.ndarray, skip: np.ndarray, floor: float) -> np.ndarray:
     return np.where(np.isfinite(m), m, -np.inf)
 
 
+def distinct_frames(per_frame: np.ndarray) -> np.ndarray:
+    """Indices of the frames that do not repeat the previous one exactly (``per_frame`` [F, ...]:
+    looks, or boxes without looks); frame 0 always counts."""
+    flat = np.asarray(per_frame).reshape(len(per_frame), -1)
+    return np.flatnonzero(np.r_[True, ~np.all(flat[1:] == flat[:-1], axis=1)])
+
+
 def _distinct_margins(boxes: np.ndarray, looks: np.ndarray | None, cadence: bool = True):
     """Distinct-frame indices and their scores (held repeats set aside)."""
     b = np.asarray(boxes, dtype=np.float64)
@@ -181,11 +188,7 @@ def _distinct_margins(boxes: np.ndarray, looks: np.ndarray | None, cadence: bool
             raise ValueError(f"looks must have one entry per box ({f}), got {len(lk)}")
         if lk.ndim != 3 or lk.shape[1] % GRID or lk.shape[2] % GRID:
             raise ValueError(f"looks must be [F, H, W] with H, W multiples of {GRID}, got {lk.shape}")
-        flat = lk.reshape(f, -1)
-        same = np.all(flat[1:] == flat[:-1], axis=1)
-    else:
-        same = np.all(b[1:] == b[:-1], axis=1)
-    distinct = np.flatnonzero(np.r_[True, ~same])
+    distinct = distinct_frames(lk if looks is not None else b)
     if len(distinct) < 3:
         return distinct, None
     if looks is not None:
