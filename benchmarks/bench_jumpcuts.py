@@ -15,8 +15,9 @@ the cuts of speaker_a all fell on its doubled step and recall read 83.7 % where 
 a detected cut lies within 2 frames of the join; any other cut is a false split. The uncut videos
 are the negatives. ``--reencode N`` really cuts N videos with PyAV at their own rate and runs
 the whole feature pipeline on the result. Prints the fixed-threshold detector of emokit 0.1
-(before: box 0.25 face sizes / rotation 20°), the per-region look without the cadence step
-(regions) and today's detector (after) from the same features.
+(before: box 0.25 face sizes / rotation 20°), the per-region look on 8×8 cells without the
+cadence step (regions) and with it (cadence), both at their threshold 0.75, and today's detector
+(after: the lower of the 8×8 and 16×16 cells' scores, at JUMP_THRESHOLD), from the same features.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from media import SHARED as MEDIA_ROOT  # noqa: E402
 
 from emokit.config import LabelConfig
 from emokit.data.decode import frame_times
-from emokit.data.jumpcuts import box_steps, crop_look, find_jump_cuts, jump_scores
+from emokit.data.jumpcuts import GRIDS, JUMP_THRESHOLD, box_steps, crop_look, find_jump_cuts, jump_scores
 from emokit.data.label_video import _decode_and_detect, _make_part
 from emokit.data.pose import relative_rotation_deg
 from emokit.data.probe import probe
@@ -90,12 +91,17 @@ def features(path: Path, cfg: LabelConfig) -> dict[str, np.ndarray]:
     return dict(boxes=track.boxes, rot=part.poses[:, :3], looks=part.looks, part_s=time.perf_counter() - t)
 
 
+ONE_GRID = 0.75  # the threshold shipped with the 8×8 cells alone (0.05 over their highest negative)
+# (cadence step, grids) of each look detector: the steps in the order they were added
+VARIANTS = {"regions": (False, (8,)), "cadence": (True, (8,)), "after": (True, GRIDS)}
+
+
 def detectors():
-    return {
-        "before": lambda f: legacy_find_jump_cuts(f["boxes"], f["rot"]),
-        "regions": lambda f: find_jump_cuts(f["boxes"], f["looks"], cadence=False),
-        "after": lambda f: find_jump_cuts(f["boxes"], f["looks"]),
-    }
+    out = {"before": lambda f: legacy_find_jump_cuts(f["boxes"], f["rot"])}
+    for name, (cadence, grids) in VARIANTS.items():
+        threshold = ONE_GRID if grids == (8,) else JUMP_THRESHOLD
+        out[name] = lambda f, c=cadence, g=grids, t=threshold: find_jump_cuts(f["boxes"], f["looks"], t, c, g)
+    return out
 
 
 def splice(f: dict, a: int, n: int) -> dict:
@@ -180,10 +186,9 @@ def main() -> None:
         )
         # the margin: the highest score of any frame but the known edits (threshold JUMP_THRESHOLD)
         near = [t for k in known for t in range(k - TOLERANCE, k + TOLERANCE + 1)]
-        highest = {
-            c: np.delete(jump_scores(f["boxes"], f["looks"], cadence=c), near).max() for c in (False, True)
-        }
-        print(f"    highest score: regions {highest[False]:.3f}, after {highest[True]:.3f}")
+        scores = {d: jump_scores(f["boxes"], f["looks"], c, g) for d, (c, g) in VARIANTS.items()}
+        highest = {d: np.delete(s, near).max() for d, s in scores.items()}
+        print("    highest score: " + ", ".join(f"{d} {h:.3f}" for d, h in highest.items()))
     print(f"\nsweep: spans of {[round(n / 30, 2) for n in LENGTHS]} s removed every {args.stride} frames")
     stats = {d: {n: [0, 0, 0] for n in LENGTHS} for d in dets}  # found, false split, total
     per_video = {d: {} for d in dets}

@@ -35,7 +35,7 @@ class LabelConfig:
     min_face_confidence: float = 0.5
     max_gap_s: float = 0.5  # longer runs of missed faces reject the clip
     min_face_frac: float = 0.05  # face box side / frame short side below this → "face too small"
-    jump_score: float = 0.75  # jump-cut score above which a frame starts a new clip (see jumpcuts)
+    jump_score: float = 0.68  # jump-cut score above which a frame starts a new clip (see jumpcuts)
     audio_model: str = "facebook/wav2vec2-base-960h"
     audio_layers: str = "all"  # "all" or comma-separated layer indices, e.g. "-1" or "6,12"
     audio_chunk_s: float = 30.0

@@ -8,9 +8,9 @@ Per frame: the face box and a "look" — a 32×32 grey thumbnail of the clip's f
 and deterministic per frame: it only depends on that frame's pixels and the clip's crop box).
 Frames that repeat the previous image exactly (sample-and-hold of a 25 fps or VFR source onto
 30 FPS) are set aside first: they are not motion, and their zero steps would drag every local
-statistic down. The look is cut into an 8×8 grid of cells (4×4 pixels each) and every cell is
-tested on its own: the step of frame t in that cell (RMS grey change from the previous distinct
-frame) must be, at once,
+statistic down. The look is cut into a grid of cells (8×8 cells of 4×4 pixels, and again 16×16
+of 2×2) and every cell is tested on its own: the step of frame t in that cell (RMS grey change
+from the previous distinct frame) must be, at once,
 
 - far above the cell's median step over the ±24 frames around it (``local``: sudden for this
   part of the picture in this clip — the mouth cell is always busy, a background cell never),
@@ -26,13 +26,18 @@ relative to its local median, follows a period of 2-8 distinct frames (the phase
 at least 20 % of its variance), each step is divided by the median relative step of its phase
 around it (factors below 1 are left at 1).
 
-A cell's margin is the smallest of those log-ratio margins; the frame's score is the 90th
-percentile of its 64 cells' margins. Why per cell: a cut moves the whole head at once (face, hair,
-neck, shoulders: many cells jump together), while a blink or a mouth movement is a large change
-confined to a few cells — a whole-crop distance cannot tell them apart, a per-cell rank can.
-Against the whole-crop look this lifted recall on the constructed cuts of
-``benchmarks/bench_jumpcuts.py`` from ~60 % to ~85 % at no false split (BENCHMARKS.md). Without
-looks the same three tests run on the face box's steps.
+A cell's margin is the smallest of those log-ratio margins; a grid's score is the 90th
+percentile of its cells' margins, and the frame's score is the lower of the two grids' scores.
+Why per cell: a cut moves the whole head at once (face, hair, neck, shoulders: many cells jump
+together), while a blink or a mouth movement is a large change confined to a few cells — a
+whole-crop distance cannot tell them apart, a per-cell rank can. Against the whole-crop look this
+lifted recall on the constructed cuts of ``benchmarks/bench_jumpcuts.py`` from ~60 % to ~80 %
+at no false split (BENCHMARKS.md). Why two grids: a cut moves edges at every scale, so both
+grids score it high; the natural events that score high differ between them (a fast head move
+on the coarse cells; speaker_vfr's and a cadenced source's own motion on the fine ones), so the
+lower score lowers the highest natural score more than the cuts' (0.70 → 0.63 on the shared
+videos; recall at the same margin 78.8 → ~82 %). Without looks the same three tests run on the
+face box's steps.
 """
 
 from __future__ import annotations
@@ -46,8 +51,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 LOOK_SIDE = 32  # thumbnail side in pixels
 _WINDOW = 24  # distinct frames on each side for the local median step (~1 s)
-GRID = 8  # the look is tested as GRID×GRID cells
-_QUANTILE = 0.9  # the frame's score: this quantile of its cells' margins
+GRIDS = (8, 16)  # the look is tested as 8×8 and as 16×16 cells; the frame's score is the lower
+_QUANTILE = 0.9  # a grid's score: this quantile of its cells' margins
 # Log-ratio thresholds of the three tests (per cell, or on box steps without looks).
 _LOCAL = 1.0
 _SPIKE = 0.9
@@ -59,10 +64,10 @@ _BOX_FLOOR = 1e-3  # face sizes: box steps below this are detector rounding, not
 # medians keep a re-encoded still picture, whose keyframes stand out against a near-zero median,
 # from cutting.
 _CELL_FLOOR = 0.5
-# Score above which a frame is a cut: above the highest score of any frame of the continuous
-# shared videos, whole or in label's 6-8 s windows (0.70: a fast head move of head_turn), bar
-# speaker_b's frame 271, a real edit in that source (BENCHMARKS.md).
-JUMP_THRESHOLD = 0.75
+# Score above which a frame is a cut: 0.05 above the highest score of any frame of the continuous
+# shared videos, whole or in label's 6-8 s windows (0.63: a fast head move of head_turn, frame
+# 160), bar speaker_b's frame 271, a real edit in that source (BENCHMARKS.md).
+JUMP_THRESHOLD = 0.68
 
 
 def crop_look(crop: np.ndarray) -> np.ndarray:
@@ -110,11 +115,11 @@ def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.log(a / b)
 
 
-def _cell_steps(looks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell RMS grey step from the previous look [n, C] and over a skipped frame [n, C]."""
-    n, h, w = looks.shape
+def _cell_steps(looks: np.ndarray, grid: int = GRIDS[0]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell RMS grey step from the previous look [n, C] and over a skipped frame [n, C]
+    (C = grid²)."""
     x = looks.astype(np.float64)
-    x = rearrange(x, "n (gy ch) (gx cw) -> n (gy gx) (ch cw)", gy=GRID, gx=GRID)
+    x = rearrange(x, "n (gy ch) (gx cw) -> n (gy gx) (ch cw)", gy=grid, gx=grid)
     pad = np.full((1, x.shape[1]), np.nan)
     step = np.sqrt(np.mean((x[1:] - x[:-1]) ** 2, axis=2))
     skip = np.sqrt(np.mean((x[2:] - x[:-2]) ** 2, axis=2))
@@ -176,7 +181,9 @@ def distinct_frames(per_frame: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, ~np.all(flat[1:] == flat[:-1], axis=1)])
 
 
-def _distinct_margins(boxes: np.ndarray, looks: np.ndarray | None, cadence: bool = True):
+def _distinct_margins(
+    boxes: np.ndarray, looks: np.ndarray | None, cadence: bool = True, grids: Sequence[int] = GRIDS
+):
     """Distinct-frame indices and their scores (held repeats set aside)."""
     b = np.asarray(boxes, dtype=np.float64)
     if b.ndim != 2 or b.shape[1] != 4:
@@ -186,17 +193,23 @@ def _distinct_margins(boxes: np.ndarray, looks: np.ndarray | None, cadence: bool
         lk = np.asarray(looks)
         if len(lk) != f:
             raise ValueError(f"looks must have one entry per box ({f}), got {len(lk)}")
-        if lk.ndim != 3 or lk.shape[1] % GRID or lk.shape[2] % GRID:
-            raise ValueError(f"looks must be [F, H, W] with H, W multiples of {GRID}, got {lk.shape}")
+        side = int(np.lcm.reduce(list(grids)))
+        if lk.ndim != 3 or lk.shape[1] % side or lk.shape[2] % side:
+            raise ValueError(f"looks must be [F, H, W] with H, W multiples of {side}, got {lk.shape}")
     distinct = distinct_frames(lk if looks is not None else b)
     if len(distinct) < 3:
         return distinct, None
     if looks is not None:
-        step, skip = _cell_steps(lk[distinct])
-        if cadence:
-            step = step / cadence_factors(step)[:, None]
-        cells = _margins(step, skip, _CELL_FLOOR)
-        return distinct, np.quantile(np.maximum(cells, -1e3), _QUANTILE, axis=1)
+        factors = None
+        scores = []
+        for grid in grids:
+            step, skip = _cell_steps(lk[distinct], grid)
+            if cadence:  # the frame's cadence, read once, on the first grid's cells
+                factors = cadence_factors(step) if factors is None else factors
+                step = step / factors[:, None]
+            cells = _margins(step, skip, _CELL_FLOOR)
+            scores.append(np.quantile(np.maximum(cells, -1e3), _QUANTILE, axis=1))
+        return distinct, np.minimum.reduce(scores)
     bd = b[distinct]
     step = np.r_[np.nan, box_steps(bd)[1:]]
     pairs = np.concatenate([bd[:-2], bd[2:]], axis=1).reshape(-1, 2, 4)
@@ -204,16 +217,21 @@ def _distinct_margins(boxes: np.ndarray, looks: np.ndarray | None, cadence: bool
     return distinct, _margins(step, skip, _BOX_FLOOR)
 
 
-def jump_scores(boxes: np.ndarray, looks: np.ndarray | None = None, cadence: bool = True) -> np.ndarray:
+def jump_scores(
+    boxes: np.ndarray,
+    looks: np.ndarray | None = None,
+    cadence: bool = True,
+    grids: Sequence[int] = GRIDS,
+) -> np.ndarray:
     """Per-frame jump-cut score [F] (> JUMP_THRESHOLD: frame t starts a new piece; -inf: held).
 
     ``boxes`` [F, 4] face boxes (any pixel units); ``looks`` [F, H, W] per-frame thumbnails from
     :func:`crop_look` (None: the box alone, with the same tests on box steps). ``cadence=False``
-    leaves a source's frame-rate cadence in the steps (the detector before it was taken out;
-    the benchmark compares the two).
+    leaves a source's frame-rate cadence in the steps, and ``grids=(8,)`` scores the coarse cells
+    alone (the detectors before each step; the benchmark compares them).
     """
     out = np.full(len(boxes), -np.inf)
-    distinct, margin = _distinct_margins(boxes, looks, cadence)
+    distinct, margin = _distinct_margins(boxes, looks, cadence, grids)
     if margin is not None:
         out[distinct] = np.where(margin > -1e3, margin, -np.inf)
     return out
@@ -224,12 +242,13 @@ def find_jump_cuts(
     looks: np.ndarray | None = None,
     threshold: float = JUMP_THRESHOLD,
     cadence: bool = True,
+    grids: Sequence[int] = GRIDS,
 ) -> list[int]:
     """Frame indices t where frame t jumps from frame t-1 (the first frame of the new piece).
 
     See :func:`jump_scores`; ``threshold`` moves the decision (higher: fewer cuts).
     """
-    return np.flatnonzero(jump_scores(boxes, looks, cadence) > threshold).tolist()
+    return np.flatnonzero(jump_scores(boxes, looks, cadence, grids) > threshold).tolist()
 
 
 def dropped_by_cuts(
