@@ -91,15 +91,18 @@ def features(path: Path, cfg: LabelConfig) -> dict[str, np.ndarray]:
     return dict(boxes=track.boxes, rot=part.poses[:, :3], looks=part.looks, part_s=time.perf_counter() - t)
 
 
-ONE_GRID = 0.75  # the threshold shipped with the 8×8 cells alone (0.05 over their highest negative)
-# (cadence step, grids) of each look detector: the steps in the order they were added
-VARIANTS = {"regions": (False, (8,)), "cadence": (True, (8,)), "after": (True, GRIDS)}
+# (cadence step, grids, threshold) of each look detector, in the order the steps were added; 0.75
+# was the threshold shipped with the 8×8 cells alone (0.05 over their highest negative)
+VARIANTS = {
+    "regions": (False, (8,), 0.75),
+    "cadence": (True, (8,), 0.75),
+    "after": (True, GRIDS, JUMP_THRESHOLD),
+}
 
 
 def detectors():
     out = {"before": lambda f: legacy_find_jump_cuts(f["boxes"], f["rot"])}
-    for name, (cadence, grids) in VARIANTS.items():
-        threshold = ONE_GRID if grids == (8,) else JUMP_THRESHOLD
+    for name, (cadence, grids, threshold) in VARIANTS.items():
         out[name] = lambda f, c=cadence, g=grids, t=threshold: find_jump_cuts(f["boxes"], f["looks"], t, c, g)
     return out
 
@@ -186,7 +189,7 @@ def main() -> None:
         )
         # the margin: the highest score of any frame but the known edits (threshold JUMP_THRESHOLD)
         near = [t for k in known for t in range(k - TOLERANCE, k + TOLERANCE + 1)]
-        scores = {d: jump_scores(f["boxes"], f["looks"], c, g) for d, (c, g) in VARIANTS.items()}
+        scores = {d: jump_scores(f["boxes"], f["looks"], c, g) for d, (c, g, _) in VARIANTS.items()}
         highest = {d: np.delete(s, near).max() for d, s in scores.items()}
         print("    highest score: " + ", ".join(f"{d} {h:.3f}" for d, h in highest.items()))
     print(f"\nsweep: spans of {[round(n / 30, 2) for n in LENGTHS]} s removed every {args.stride} frames")

@@ -49,6 +49,8 @@ import numpy as np
 from einops import rearrange
 from numpy.lib.stride_tricks import sliding_window_view
 
+from emokit.config import LabelConfig
+
 LOOK_SIDE = 32  # thumbnail side in pixels
 _WINDOW = 24  # distinct frames on each side for the local median step (~1 s)
 GRIDS = (8, 16)  # the look is tested as 8×8 and as 16×16 cells; the frame's score is the lower
@@ -64,10 +66,11 @@ _BOX_FLOOR = 1e-3  # face sizes: box steps below this are detector rounding, not
 # medians keep a re-encoded still picture, whose keyframes stand out against a near-zero median,
 # from cutting.
 _CELL_FLOOR = 0.5
-# Score above which a frame is a cut: 0.05 above the highest score of any frame of the continuous
-# shared videos, whole or in label's 6-8 s windows (0.63: a fast head move of head_turn, frame
-# 160), bar speaker_b's frame 271, a real edit in that source (BENCHMARKS.md).
-JUMP_THRESHOLD = 0.68
+# Score above which a frame is a cut (the recipe's `label.jump_score`, defined in config): 0.68,
+# 0.05 above the highest score of any frame of the continuous shared videos, whole or in label's
+# 6-8 s windows (0.63: a fast head move of head_turn, frame 160), bar speaker_b's frame 271, a
+# real edit in that source (BENCHMARKS.md).
+JUMP_THRESHOLD = LabelConfig.jump_score
 
 
 def crop_look(crop: np.ndarray) -> np.ndarray:
@@ -200,15 +203,15 @@ def _distinct_margins(
     if len(distinct) < 3:
         return distinct, None
     if looks is not None:
-        factors = None
-        scores = []
-        for grid in grids:
-            step, skip = _cell_steps(lk[distinct], grid)
-            if cadence:  # the frame's cadence, read once, on the first grid's cells
-                factors = cadence_factors(step) if factors is None else factors
-                step = step / factors[:, None]
-            cells = _margins(step, skip, _CELL_FLOOR)
-            scores.append(np.quantile(np.maximum(cells, -1e3), _QUANTILE, axis=1))
+        steps = [_cell_steps(lk[distinct], grid) for grid in grids]
+        # the frame's cadence, read once, on the first grid's cells
+        factors = cadence_factors(steps[0][0]) if cadence else np.ones(len(distinct))
+        scores = [
+            np.quantile(
+                np.maximum(_margins(step / factors[:, None], skip, _CELL_FLOOR), -1e3), _QUANTILE, axis=1
+            )
+            for step, skip in steps
+        ]
         return distinct, np.minimum.reduce(scores)
     bd = b[distinct]
     step = np.r_[np.nan, box_steps(bd)[1:]]
